@@ -1,0 +1,191 @@
+"""The records every stage exchanges, as pydantic models and the Arrow schemas derived from them.
+
+Images travel as encoded bytes (PNG/JPEG/...), never as decoded arrays: Ray Data blocks stay small and
+each stage decodes only what it needs. Every record carries the `pair_id` of the pair it is about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import types
+import typing
+from typing import Literal, Union, get_args, get_origin
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+ErrorType = Literal["orientation", "viewpoint", "attribute", "other"]
+Severity = Literal["minor", "major", "critical"]
+Verdict = Literal["correct", "minor_error", "critical_error"]
+QuarantineReason = Literal[
+    "missing_file",
+    "empty_file",
+    "read_error",
+    "not_an_image",
+    "truncated_image",
+    "decompression_bomb",
+    "too_many_pixels",
+    "too_small",
+    "absurd_aspect",
+    "size_mismatch",
+    "identical_images",
+    "bad_record",
+    "missing_field",
+]
+
+ERROR_TYPES: tuple[str, ...] = get_args(ErrorType)
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+VERDICTS: tuple[str, ...] = get_args(Verdict)
+QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)
+
+
+class Record(BaseModel):
+    """Base for contract records: unknown fields are errors, and each has an Arrow schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def arrow_schema(cls) -> pa.Schema:
+        return pa.schema(
+            [
+                pa.field(name, _arrow_type(f.annotation), nullable=_is_optional(f.annotation))
+                for name, f in cls.model_fields.items()
+            ]
+        )
+
+    def to_row(self) -> dict:
+        return self.model_dump()
+
+
+class EditPair(Record):
+    """A (source, target) image pair, optionally with a reference instruction from its dataset."""
+
+    pair_id: str = Field(description="Stable id: given by the dataset, or a hash of both images' bytes.")
+    source: bytes = Field(description="Encoded source image, as read (EXIF and mode untouched).")
+    target: bytes = Field(description="Encoded target image, as read.")
+    source_uri: str | None = None
+    target_uri: str | None = None
+    reference_instruction: str | None = None
+    inverse_instruction: str | None = None
+    category: str | None = None
+    dataset: str | None = None
+
+
+class QuarantinedPair(Record):
+    """A pair that could not be used, with the reason; it is written out, never silently dropped."""
+
+    pair_id: str
+    reason: QuarantineReason
+    detail: str = Field(description="Human-readable specifics: which image, what the decoder said, sizes.")
+    source_uri: str | None = None
+    target_uri: str | None = None
+    dataset: str | None = None
+
+
+class Candidate(Record):
+    """One instruction written by a VLM for a pair."""
+
+    pair_id: str
+    candidate_id: str = Field(description="`<pair_id>:<index>`, unique within a run.")
+    instruction: str | None = Field(description="Parsed instruction; None when the reply could not be parsed.")
+    raw_text: str = Field(description="The model's reply, verbatim.")
+    model: str
+    prompt_version: str
+    parsed: bool
+
+
+class Score(Record):
+    """EditScore of one (source, candidate, target) triplet, on 0-10; None where replies were unparsable."""
+
+    pair_id: str
+    candidate_id: str
+    scorer: str
+    semantic_consistency: float | None = Field(description="SC: min(edit success, over-editing), 0-10.")
+    perceptual_quality: float | None = Field(description="PQ: min(naturalness, artifacts), 0-10.")
+    overall: float | None = Field(description="sqrt(SC * PQ), averaged over parsed passes.")
+    num_pass: int
+    num_parsed: int = Field(description="Passes whose replies parsed; the means use only these.")
+    raw_replies: list[str] = Field(default_factory=list)
+
+
+class SFTRecord(Record):
+    """A (source, target, instruction) triplet ready for supervised fine-tuning."""
+
+    pair_id: str
+    source: bytes
+    target: bytes
+    instruction: str
+    origin: Literal["synthesis", "human", "benchmark", "augmentation"]
+    model: str | None = Field(default=None, description="Annotator model that wrote it, if any.")
+    overall: float | None = Field(default=None, description="EditScore overall of the instruction.")
+
+
+class PreferencePair(Record):
+    """Two instructions for one pair: the chosen one is better; the rejected one carries its error label."""
+
+    pair_id: str
+    source: bytes
+    target: bytes
+    chosen: str
+    rejected: str
+    error_type: ErrorType
+    severity: Severity
+    origin: Literal["human", "ground_truth", "hard_negative"]
+    annotators: list[str] = Field(default_factory=list)
+    agreement: float | None = Field(default=None, description="Share of annotators who agreed, 0-1.")
+
+
+class Judgment(Record):
+    """A verdict on one instruction, by a VLM judge or a human."""
+
+    pair_id: str
+    instruction: str
+    model: str = Field(description="The captioner that wrote the instruction.")
+    benchmark: str
+    judge: str = Field(description="Judge model id, or `human:<annotator>`.")
+    verdict: Verdict | None = Field(description="None when the judge's reply could not be parsed.")
+    error_types: list[ErrorType] = Field(default_factory=list)
+    overall: float | None = Field(default=None, description="1-5, None for human verdicts without a score.")
+
+
+def pair_id_for(source: bytes, target: bytes) -> str:
+    """Stable id from both images' bytes, so reruns on the same data key to the same rows."""
+    digest = hashlib.sha256()
+    digest.update(hashlib.sha256(source).digest())
+    digest.update(hashlib.sha256(target).digest())
+    return digest.hexdigest()[:20]
+
+
+def pair_id_for_uris(*uris: str | None) -> str:
+    """Id for a pair whose bytes could not be read: a hash of where it was supposed to be."""
+    return "uri-" + hashlib.sha256("\n".join(u or "" for u in uris).encode()).hexdigest()[:16]
+
+
+def _is_optional(annotation: object) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
+
+
+_SCALARS: dict[object, pa.DataType] = {
+    str: pa.string(),
+    bytes: pa.binary(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+}
+
+
+def _arrow_type(annotation: object) -> pa.DataType:
+    if _is_optional(annotation):
+        (inner,) = [a for a in get_args(annotation) if a is not type(None)]
+        return _arrow_type(inner)
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return pa.string()
+    if origin is list:
+        (item,) = get_args(annotation)
+        return pa.list_(_arrow_type(item))
+    if origin is typing.Annotated:
+        return _arrow_type(get_args(annotation)[0])
+    raise TypeError(f"no Arrow type for {annotation!r}")

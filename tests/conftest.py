@@ -1,0 +1,40 @@
+"""Shared fixtures: the tiny offline Qwen3-VL models are built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# vLLM on CPU needs a KV-cache size; spawned engine processes read it from the environment.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dense Qwen3-VL (model + tokenizer + processor) in a session temp folder."""
+    from editcaption.demo.tiny_models import build_tiny_qwen3vl
+
+    out = tmp_path_factory.mktemp("tiny-qwen3vl")
+    build_tiny_qwen3vl(out, seed=0, moe=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3-VL-MoE, same tokenizer and processor."""
+    from editcaption.demo.tiny_models import build_tiny_qwen3vl
+
+    out = tmp_path_factory.mktemp("tiny-qwen3vl-moe")
+    build_tiny_qwen3vl(out, seed=0, moe=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_pairs_dir() -> Path:
+    """The bundled sample pairs shipped inside the package."""
+    return Path(__file__).resolve().parents[1] / "editcaption" / "data" / "sample_pairs"
