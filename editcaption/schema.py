@@ -87,11 +87,14 @@ class Candidate(Record):
 
     pair_id: str
     candidate_id: str = Field(description="`<pair_id>:<index>`, unique within a run.")
-    instruction: str | None = Field(description="Parsed instruction; None when the reply could not be parsed.")
+    instruction: str | None = Field(
+        description="Parsed instruction; None when the reply could not be parsed."
+    )
     raw_text: str = Field(description="The model's reply, verbatim.")
     model: str
     prompt_version: str
     parsed: bool
+    error: str | None = Field(default=None, description="Why the engine returned no reply, if it did not.")
 
 
 class Score(Record):

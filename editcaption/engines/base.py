@@ -1,0 +1,137 @@
+"""One way to ask a VLM about two images, whatever runs the model.
+
+A request row is Arrow-friendly: the images stay encoded bytes until the engine's own stage decodes
+and resizes them, and the chat messages travel as JSON with one `{"type": "image"}` part per image.
+Every engine maps a Ray Dataset of request rows to the same rows plus result columns, so synthesis,
+evaluation and benchmarks swap engines without changing their pipelines. A request that fails gets an
+`error` and no `text`; it never fails the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from editcaption.images import ImagePolicy, decode_image, fit_to_pixel_budget
+
+if TYPE_CHECKING:
+    import ray.data
+
+RESULT_COLUMNS = ("text", "token_logprobs", "num_output_tokens", "error")
+
+
+class SamplingSettings(BaseModel):
+    """Sampling for one request; the defaults give reproducible greedy output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(128, ge=1, description="Most new tokens to generate.")
+    temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(None, description="Per-request seed, for reproducible sampling.")
+    logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
+
+
+class EngineRequest(BaseModel):
+    """Two (or more) images plus chat messages whose image parts they fill, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    images: list[bytes]
+    messages: list[dict[str, Any]] = Field(
+        description="OpenAI-style chat; user content is a list of parts, `{'type': 'image'}` per image."
+    )
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "images": list(self.images),
+            "messages": json.dumps(self.messages),
+            "sampling": self.sampling.model_dump_json(),
+        }
+
+
+class EngineResult(BaseModel):
+    """The reply to one request; `error` is set (and `text` None) when it failed."""
+
+    request_id: str
+    text: str | None
+    token_logprobs: list[float] | None = None
+    num_output_tokens: int = 0
+    error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EngineResult:
+        logprobs = row.get("token_logprobs")
+        return cls(
+            request_id=row["request_id"],
+            text=row.get("text"),
+            token_logprobs=None if logprobs is None else [float(x) for x in logprobs],
+            num_output_tokens=int(row.get("num_output_tokens") or 0),
+            error=row.get("error") or None,
+        )
+
+
+class Engine(ABC):
+    """Maps request rows to request rows plus `text`, `token_logprobs`, `num_output_tokens`, `error`."""
+
+    @abstractmethod
+    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        """Add the result columns to every request row (lazily, as a Ray Data stage)."""
+
+    def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        """Run a small list of requests to completion, results in request order."""
+        import ray.data
+
+        if not requests:
+            return []
+        ds = ray.data.from_items([r.to_row() for r in requests])
+        by_id = {row["request_id"]: EngineResult.from_row(row) for row in self.apply(ds).take_all()}
+        return [by_id[r.request_id] for r in requests]
+
+
+def request_images(row: dict[str, Any], max_pixels: int, min_pixels: int) -> list[Image.Image]:
+    """Decode the request's images and fit them to the model's pixel budget, so image tokens never
+    overflow the context and every backend sees the same pixels."""
+    policy = ImagePolicy(reject_identical=False)
+    return [
+        fit_to_pixel_budget(decode_image(bytes(data), policy, role=f"image {i}"), max_pixels, min_pixels)
+        for i, data in enumerate(row["images"])
+    ]
+
+
+def with_image_parts(messages: list[dict[str, Any]], n_images: int) -> list[dict[str, Any]]:
+    """Check that the messages hold exactly one image part per image, so no image is silently dropped."""
+    parts = [
+        p
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for p in m["content"]
+        if p.get("type") == "image"
+    ]
+    if len(parts) != n_images:
+        raise ValueError(f"messages have {len(parts)} image parts for {n_images} images")
+    return messages
+
+
+def result_row(
+    row: dict[str, Any],
+    text: str | None,
+    token_logprobs: list[float] | None = None,
+    num_output_tokens: int = 0,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The request row with the result columns added (same columns for success and failure)."""
+    return {
+        **row,
+        "text": text,
+        "token_logprobs": token_logprobs,
+        "num_output_tokens": num_output_tokens,
+        "error": error,
+    }

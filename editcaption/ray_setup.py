@@ -1,0 +1,33 @@
+"""Start or join Ray with resources that cannot deadlock a pipeline on a small machine.
+
+Logical CPUs are a scheduling budget, not cores. Each vLLM engine actor and each Ray Data actor
+reserves whole logical CPUs while it mostly waits; with `num_cpus` equal to a laptop's 2 cores, two
+such actors leave nothing for the map tasks that feed them and the pipeline stalls forever. So a
+local cluster gets at least `MIN_LOCAL_CPUS` logical CPUs, and our CPU map stages ask for a fraction
+of one. On a real cluster (`address` set, or `RAY_ADDRESS`) Ray's own resources are used unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+MIN_LOCAL_CPUS = 8
+
+
+def local_cpus(physical: int | None = None) -> int:
+    """Logical CPUs for a local Ray: the physical count, but never fewer than MIN_LOCAL_CPUS."""
+    return max(physical or os.cpu_count() or 1, MIN_LOCAL_CPUS)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray sized by `local_cpus`."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    # Local workers inherit this process's environment (offline flags, VLLM_CPU_KVCACHE_SPACE, ...).
+    ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False)

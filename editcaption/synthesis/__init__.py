@@ -1,0 +1,1 @@
+"""Stage 1: turn image pairs into instruction candidates (and, later, scored SFT records) on Ray Data."""

