@@ -120,6 +120,15 @@ def with_image_parts(messages: list[dict[str, Any]], n_images: int) -> list[dict
     return messages
 
 
+def batch_to_rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Ray Data column batch as a list of row dicts."""
+    return [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+
+
+def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {k: [r[k] for r in rows] for k in rows[0]}
+
+
 def result_row(
     row: dict[str, Any],
     text: str | None,

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editcaption.engines.base import Engine, request_images, result_row, with_image_parts
+from editcaption.engines.base import (
+    Engine,
+    batch_to_rows,
+    request_images,
+    result_row,
+    rows_to_batch,
+    with_image_parts,
+)
 from editcaption.images import encode_png
 
 if TYPE_CHECKING:
@@ -84,9 +91,9 @@ class OpenAIChatClient:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        rows = batch_to_rows(batch)
         out = self._run(self.answer_all(rows))
-        return {k: [r[k] for r in out] for k in out[0]}
+        return rows_to_batch(out)
 
     async def answer_all(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(self.answer(r) for r in rows)))

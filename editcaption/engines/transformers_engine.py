@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editcaption.engines.base import Engine, request_images, result_row, with_image_parts
+from editcaption.engines.base import (
+    Engine,
+    batch_to_rows,
+    request_images,
+    result_row,
+    rows_to_batch,
+    with_image_parts,
+)
 
 if TYPE_CHECKING:
     import ray.data
@@ -45,9 +52,9 @@ class TransformersPredictor:
         self.model.eval()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        rows = batch_to_rows(batch)
         out = [self.answer(row) for row in rows]
-        return {k: [r[k] for r in out] for k in out[0]}
+        return rows_to_batch(out)
 
     def answer(self, row: dict[str, Any]) -> dict[str, Any]:
         """One request; a failure becomes the row's `error`, never an exception."""
@@ -82,7 +89,7 @@ class TransformersPredictor:
             if sampling["logprobs"]:
                 logprobs = [
                     float(torch.log_softmax(score[0].float(), dim=-1)[tok])
-                    for score, tok in zip(out.scores, new_tokens)
+                    for score, tok in zip(out.scores, new_tokens, strict=False)
                 ]
             text = self.processor.decode(new_tokens, skip_special_tokens=True)
             return result_row(row, text, token_logprobs=logprobs, num_output_tokens=len(new_tokens))

@@ -142,7 +142,10 @@ def _from_vllm_row(row: dict[str, Any]) -> dict[str, Any]:
         return result_row(request, None, error=error)
     logprobs = None
     if json.loads(request["sampling"])["logprobs"] and row.get("logprobs"):
-        logprobs = [_chosen_logprob(step, tok) for step, tok in zip(row["logprobs"], row["generated_tokens"])]
+        logprobs = [
+            _chosen_logprob(step, tok)
+            for step, tok in zip(row["logprobs"], row["generated_tokens"], strict=False)
+        ]
     return result_row(
         request,
         row["generated_text"],
