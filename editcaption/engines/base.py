@@ -13,6 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,8 +122,13 @@ def with_image_parts(messages: list[dict[str, Any]], n_images: int) -> list[dict
 
 
 def batch_to_rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """A Ray Data column batch as a list of row dicts."""
-    return [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    """A Ray Data column batch as row dicts, list cells as Python lists (so they convert back to Arrow)."""
+    columns = {k: [_plain(v) for v in values] for k, values in batch.items()}
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
