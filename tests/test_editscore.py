@@ -1,0 +1,208 @@
+"""EditScore prompts, reply parser and aggregation: pure functions, no model and no Ray."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from editcaption.prompts.editscore import (
+    EDITSCORE_PROMPT_VERSION,
+    PARSE_ERRORS,
+    PQ_FIELDS,
+    SC_FIELDS,
+    ScoreReply,
+    parse_score_reply,
+    perceptual_quality_messages,
+    semantic_consistency_messages,
+)
+from editcaption.synthesis.editscore import EditScoreConfig, aggregate_editscore
+
+
+def _image_parts(messages: list[dict]) -> int:
+    return sum(p.get("type") == "image" for m in messages for p in m["content"])
+
+
+def _text(messages: list[dict]) -> str:
+    return "\n".join(p["text"] for m in messages for p in m["content"] if p.get("type") == "text")
+
+
+def _reply(a: object, b: object) -> str:
+    return f'{{"reasoning": "ok", "score": [{a}, {b}]}}'
+
+
+def test_prompt_version() -> None:
+    assert EDITSCORE_PROMPT_VERSION == "editscore-v1"
+
+
+def test_semantic_consistency_prompt_has_two_images_instruction_range_and_format() -> None:
+    messages = semantic_consistency_messages("Turn the red car blue.", score_range=10)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert _image_parts(messages) == 2
+    user = messages[1]["content"]
+    assert [p["type"] for p in user[:2]] == ["image", "image"]
+    text = _text(messages)
+    assert "Turn the red car blue." in text
+    assert "0 to 10" in text and "25" not in text
+    assert '"score": [a, b]' in text and '"reasoning"' in text
+    assert "edit_success" in text and "over_editing" in text
+
+
+def test_perceptual_quality_prompt_has_one_image_range_and_format() -> None:
+    messages = perceptual_quality_messages()
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert _image_parts(messages) == 1
+    text = _text(messages)
+    assert "0 to 25" in text
+    assert '"score": [a, b]' in text and '"reasoning"' in text
+    assert "naturalness" in text and "artifacts" in text
+
+
+def test_prompts_reject_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        semantic_consistency_messages("   ")
+    with pytest.raises(ValueError):
+        perceptual_quality_messages(score_range=0)
+
+
+THINK = "<think>The car is blue now, but the wheels changed too. {not json}</think>\n"
+
+PARSED = {
+    "clean": ('{"reasoning": "The car is blue; nothing else changed.", "score": [23, 21]}', (23, 21)),
+    "fenced": ('```json\n{\n  "reasoning": "Done well.",\n  "score": [20, 18]\n}\n```', (20, 18)),
+    "think_then_json": (THINK + '{"reasoning": "Mostly right.", "score": [19, 12]}', (19, 12)),
+    "dangling_think_close": ('weighing it up...</think>{"score": [10, 11]}', (10, 11)),
+    "prose_around": (
+        'Here is my evaluation:\n{"reasoning": "Edit applied.", "score": [22, 24]}\nHope this helps!',
+        (22, 24),
+    ),
+    "trailing_comma": ('{"reasoning": "Fine.", "score": [17, 16,],}', (17, 16)),
+    "single_quotes": ("{'reasoning': \"The dog's collar is red.\", 'score': [25, 20]}", (25, 20)),
+    "named_sc_top_level": ('{"reasoning": "ok", "edit_success": 20, "over_editing": 18}', (20, 18)),
+    "named_pq_in_score": ('{"reasoning": "ok", "score": {"naturalness": 21, "artifacts": 9}}', (21, 9)),
+    "named_spaced_keys": ('{"Edit Success": 5, "Over-Editing": 7}', (5, 7)),
+    "numbers_as_strings": ('{"reasoning": "ok", "score": ["20", " 18.5 "]}', (20, 18.5)),
+    "bounds_inclusive": (_reply(0, 25), (0, 25)),
+    "last_answer_wins": ('Draft: {"score": [3, 4]}\nCorrected: {"score": [13, 14]}', (13, 14)),
+    "unparsable_braces_first": ("Here's {my take}: {'score': [5, 6],}", (5, 6)),
+    "braces_inside_strings": ('{"reasoning": "kept the {logo} and } brace", "score": [8, 9]}', (8, 9)),
+}
+
+
+@pytest.mark.parametrize("text, expected", PARSED.values(), ids=PARSED.keys())
+def test_parses_realistic_replies(text: str, expected: tuple[float, float]) -> None:
+    reply = parse_score_reply(text, 25)
+    assert reply == ScoreReply(scores=expected, error=None)
+    assert all(isinstance(x, float) for x in reply.scores)
+
+
+FAILED = {
+    "none": (None, "no_json"),
+    "empty": ("", "no_json"),
+    "whitespace": ("  \n ", "no_json"),
+    "prose_only": ("I'd give it 20 out of 25 for success and 18 for preservation.", "no_json"),
+    "truncated": ('{"reasoning": "The edit changes the sky and', "no_json"),
+    "degenerate_repetition": ("{" * 20000, "no_json"),
+    "think_only": ('<think>maybe {"score": [20, 20]} is right', "no_json"),
+    "missing_score": ('{"reasoning": "Looks good."}', "missing_field"),
+    "one_named_field": ('{"edit_success": 20}', "missing_field"),
+    "three_scores": (_reply(20, "18, 15"), "wrong_count"),
+    "one_score": ('{"score": 20}', "wrong_count"),
+    "above_range": (_reply(26, 20), "out_of_range"),
+    "negative": (_reply(20, -1), "out_of_range"),
+    "ten_point_scale_by_mistake": ('{"score": [80, 90]}', "out_of_range"),
+    "word": ('{"score": ["twenty", 18]}', "not_a_number"),
+    "null": ('{"score": [20, null]}', "not_a_number"),
+    "bool": ('{"score": [true, 18]}', "not_a_number"),
+    "fraction_string": ('{"score": ["20/25", 18]}', "not_a_number"),
+    "nan": ('{"score": [NaN, 18]}', "not_a_number"),
+}
+
+
+@pytest.mark.parametrize("text, error", FAILED.values(), ids=FAILED.keys())
+def test_unparsable_replies_give_a_reason_and_no_number(text: str | None, error: str) -> None:
+    assert parse_score_reply(text, 25) == ScoreReply(scores=None, error=error)
+    assert error in PARSE_ERRORS
+
+
+def test_field_names_pin_the_asking_prompt() -> None:
+    pq_keys = '{"naturalness": 20, "artifacts": 18}'
+    assert parse_score_reply(pq_keys, 25, PQ_FIELDS).scores == (20, 18)
+    assert parse_score_reply(pq_keys, 25, SC_FIELDS).error == "missing_field"
+
+
+def test_range_is_the_callers() -> None:
+    assert parse_score_reply(_reply(9, 10), 10).scores == (9, 10)
+    assert parse_score_reply(_reply(9, 11), 10).error == "out_of_range"
+
+
+def test_score_reply_holds_exactly_one_of_scores_and_error() -> None:
+    with pytest.raises(ValueError):
+        ScoreReply(scores=None, error=None)
+    with pytest.raises(ValueError):
+        ScoreReply(scores=(1.0, 2.0), error="no_json")
+
+
+def test_aggregate_single_pass_math() -> None:
+    score = aggregate_editscore("p", "p:0", "editscore", [_reply(20, 25)], [_reply(25, 15)], 25)
+    assert score.semantic_consistency == pytest.approx(8.0)
+    assert score.perceptual_quality == pytest.approx(6.0)
+    assert score.overall == pytest.approx(math.sqrt(48))
+    assert (score.num_pass, score.num_parsed) == (1, 1)
+    assert score.raw_replies == [_reply(20, 25), _reply(25, 15)]
+    assert (score.pair_id, score.candidate_id, score.scorer) == ("p", "p:0", "editscore")
+
+
+def test_aggregate_averages_passes_and_overall_per_pass() -> None:
+    sc = [_reply(25, 25), _reply(10, 20)]  # SC 10, 4
+    pq = [_reply(10, 15), _reply(25, 25)]  # PQ 4, 10
+    score = aggregate_editscore("p", "p:0", "s", sc, pq, 25)
+    assert score.semantic_consistency == pytest.approx(7.0)
+    assert score.perceptual_quality == pytest.approx(7.0)
+    assert score.overall == pytest.approx((math.sqrt(40) + math.sqrt(40)) / 2)
+    assert score.overall < math.sqrt(7.0 * 7.0)
+    assert (score.num_pass, score.num_parsed) == (2, 2)
+
+
+def test_aggregate_uses_the_prompts_field_names() -> None:
+    sc = ['{"edit_success": 20, "over_editing": 25}']
+    pq = ['{"score": {"naturalness": 25, "artifacts": 15}}']
+    assert aggregate_editscore("p", "c", "s", sc, pq, 25).overall == pytest.approx(math.sqrt(48))
+    swapped = aggregate_editscore("p", "c", "s", pq, sc, 25)
+    assert swapped.num_parsed == 0
+
+
+def test_aggregate_excludes_a_pass_with_one_unparsed_reply() -> None:
+    sc = [_reply(20, 25), _reply(5, 5), None]
+    pq = [_reply(25, 15), "I'd say 20 out of 25", _reply(10, 10)]
+    score = aggregate_editscore("p", "p:0", "s", sc, pq, 25)
+    assert (score.num_pass, score.num_parsed) == (3, 1)
+    assert score.semantic_consistency == pytest.approx(8.0)
+    assert score.perceptual_quality == pytest.approx(6.0)
+    assert score.overall == pytest.approx(math.sqrt(48))
+    assert score.raw_replies == [sc[0], pq[0], sc[1], pq[1], "", pq[2]]
+
+
+def test_aggregate_all_unparsed_gives_no_scores() -> None:
+    score = aggregate_editscore("p", "p:0", "s", [_reply(30, 1), ""], [_reply(5, 5), None], 25)
+    assert score.semantic_consistency is None
+    assert score.perceptual_quality is None
+    assert score.overall is None
+    assert (score.num_pass, score.num_parsed) == (2, 0)
+    assert score.raw_replies == [_reply(30, 1), _reply(5, 5), "", ""]
+
+
+def test_aggregate_rejects_mismatched_passes() -> None:
+    with pytest.raises(ValueError):
+        aggregate_editscore("p", "c", "s", [_reply(1, 1)], [], 25)
+
+
+def test_config_defaults_and_validation() -> None:
+    config = EditScoreConfig()
+    assert (config.score_range, config.num_pass, config.temperature, config.max_tokens) == (25, 1, 0.0, 256)
+    assert all(f.description for f in EditScoreConfig.model_fields.values())
+    with pytest.raises(ValidationError):
+        EditScoreConfig(num_pass=0)
+    with pytest.raises(ValidationError):
+        EditScoreConfig(passes=2)
