@@ -18,7 +18,7 @@ SUMMARY = {
     "routed_to_review": 9,
     "seconds": 50.0,
     "stage_seconds": {"caption": 30.0, "score": 20.0},
-    "thresholds": {"overall": 6.5},
+    "thresholds": {"overall": 6.5, "semantic_consistency": None},
     "config": {"input": "s3://bucket/pairs", "scoring": {"threshold": 6.5}},
 }
 
@@ -34,6 +34,9 @@ def test_report_files_and_counts(tmp_path: Path) -> None:
         assert row in md
     assert "size_mismatch | 6 |" in md and "| routed to review | 9 |" in md
     assert "| whole run | 50.0 | 2.00 |" in md and "| caption | 30.0 | 3.33 |" in md
+    resumed = tmp_path / "resumed"
+    write_report({**SUMMARY, "new_pairs": 40, "stage_seconds": {}}, [], [], [], str(resumed))
+    assert "| whole run | 50.0 | 0.80 |" in (resumed / "report.md").read_text()
     assert "![score histograms](score_histograms.png)" in md and "threshold on overall: 6.5" in md
     config = md.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(config) == SUMMARY["config"]

@@ -6,8 +6,9 @@ keys of the job's summary (missing optional ones are left out of the report):
 
 - `pairs`, `kept`, `filtered`, `quarantined`, `routed_to_review`: pair counts;
 - `quarantine_reasons`: {reason: count};
-- `seconds`: wall time; `stage_seconds` (optional): {stage: seconds};
-- `thresholds` (optional): {"overall": threshold, ...} on the 0-10 scale;
+- `seconds`: wall time; `stage_seconds` (optional): {stage: seconds}; `new_pairs` (optional): pairs
+  this run processed when it resumed an earlier one (throughput is over these);
+- `thresholds` (optional): {"overall" / "semantic_consistency" / "perceptual_quality": threshold}, 0-10;
 - `config` (optional): the job's config as plain data.
 """
 
@@ -39,15 +40,15 @@ def write_report(
     """Write `score_histograms.png` and `report.md` into `out_dir` (path or URI); returns their names."""
     fs, root = open_fs(out_dir)
     fs.makedirs(root, exist_ok=True)
-    threshold = (summary.get("thresholds") or {}).get("overall")
+    thresholds = summary.get("thresholds") or {}
     png = _histograms(
-        [("overall", overall_scores), ("semantic consistency", sc_scores), ("perceptual quality", pq_scores)],
-        threshold,
+        [("overall", overall_scores), ("semantic_consistency", sc_scores), ("perceptual_quality", pq_scores)],
+        thresholds,
     )
     with fs.open(posixpath.join(root, HISTOGRAMS), "wb") as f:
         f.write(png)
     with fs.open(posixpath.join(root, REPORT), "w", encoding="utf-8") as f:
-        f.write(_markdown(summary, overall_scores, threshold))
+        f.write(_markdown(summary, overall_scores, thresholds.get("overall")))
     return [HISTOGRAMS, REPORT]
 
 
@@ -75,18 +76,25 @@ def identity_check(summary: dict[str, Any]) -> tuple[bool, str]:
     )
 
 
-def _histograms(panels: list[tuple[str, list[float]]], threshold: float | None) -> bytes:
+def _histograms(panels: list[tuple[str, list[float]]], thresholds: dict[str, float | None]) -> bytes:
+    """One histogram per score on the 0-10 scale, with the keep threshold where that score has one."""
     fig = Figure(figsize=(12, 3.5), layout="constrained")
     FigureCanvasAgg(fig)  # render with Agg: no display, no pyplot global state
-    for ax, (title, scores) in zip(fig.subplots(1, len(panels)), panels, strict=True):
+    for ax, (key, scores) in zip(fig.subplots(1, len(panels)), panels, strict=True):
         if scores:
             ax.hist(scores, bins=_BINS, color="#4c72b0", edgecolor="white")
         else:
             ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)
-        if threshold is not None and title == "overall":
+        threshold = thresholds.get(key)
+        if threshold is not None:
             ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
             ax.legend(loc="upper left")
-        ax.set(title=f"{title} (n={len(scores)})", xlim=(0, 10), xlabel="score (0-10)", ylabel="count")
+        ax.set(
+            title=f"{key.replace('_', ' ')} (n={len(scores)})",
+            xlim=(0, 10),
+            xlabel="score (0-10)",
+            ylabel="count",
+        )
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
@@ -122,10 +130,11 @@ def _markdown(summary: dict[str, Any], overall_scores: list[float], threshold: f
 
 
 def _throughput(summary: dict[str, Any]) -> list[str]:
-    pairs, seconds = summary.get("pairs"), summary.get("seconds")
+    """Rates over the pairs this run processed: a resumed run's `seconds` cover only its `new_pairs`."""
+    pairs, seconds = summary.get("new_pairs", summary.get("pairs")), summary.get("seconds")
     if seconds is None:
         return ["Wall time: not recorded."]
-    lines = [f"Wall time: {seconds:.1f} s.", "", "| stage | seconds | input pairs/s |", "|---|---:|---:|"]
+    lines = [f"Wall time: {seconds:.1f} s.", "", "| stage | seconds | pairs/s |", "|---|---:|---:|"]
     stages = {"whole run": seconds, **(summary.get("stage_seconds") or {})}
     for stage, secs in stages.items():
         rate = f"{pairs / secs:.2f}" if pairs is not None and secs > 0 else "—"
