@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,15 +54,9 @@ def caption(
     limit: Annotated[int | None, typer.Option(help="Read at most this many pairs.")] = None,
 ) -> None:
     """Write instruction candidates for image pairs with one engine (no scoring); quarantine bad pairs."""
-    from editcaption.config import ConfigError, load_config
     from editcaption.synthesis.caption import CaptionJobConfig, run_caption_job
 
-    try:
-        cfg = load_config(config, CaptionJobConfig, {"input": input, "output": output, "limit": limit})
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from e
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cfg = _load(config, CaptionJobConfig, {"input": input, "output": output, "limit": limit})
     try:
         summary = run_caption_job(cfg)
     finally:
@@ -71,6 +64,40 @@ def caption(
 
         ray.shutdown()
     console.print_json(json.dumps(summary))
+
+
+@app.command()
+def synthesize(
+    config: Annotated[Path, typer.Option(help="Job YAML (see ray_jobs/configs/demo.yaml).")],
+    input: Annotated[str | None, typer.Option(help="Override the config's input URI.")] = None,
+    output: Annotated[
+        str | None, typer.Option(help="Override the output folder; rerunning into the same one resumes.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Read at most this many pairs.")] = None,
+) -> None:
+    """Stage 1: caption → EditScore → filter → route → SFT dataset, exports, review queue and report."""
+    from editcaption.synthesis.job import SynthesisConfig, run_synthesis
+
+    cfg = _load(config, SynthesisConfig, {"input": input, "output": output, "limit": limit})
+    try:
+        summary = run_synthesis(cfg)
+    finally:
+        import ray
+
+        ray.shutdown()
+    keys = ("pairs", "kept", "filtered", "quarantined", "routed_to_review", "seconds", "pairs_per_s")
+    console.print_json(json.dumps({k: summary[k] for k in keys}))
+    console.print(f"outputs and report.md in {cfg.output}")
+
+
+def _load(path: Path, model: type, overrides: dict) -> Any:
+    from editcaption.config import ConfigError, load_config
+
+    try:
+        return load_config(path, model, overrides)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
 
 
 def _later(name: str, issue: int, what: str) -> None:
@@ -84,7 +111,6 @@ def _later(name: str, issue: int, what: str) -> None:
     app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
 
 
-_later("synthesize", 3, "Stage 1: caption → EditScore → filter → route → SFT dataset")
 _later("review", 4, "Human review web app: refine, prefer, judge")
 _later("train", 5, "SFT and HAE-DPO on Ray Train + DeepSpeed")
 _later("eval", 6, "Benchmarks, VLM judge, human-eval metrics, reports")

@@ -12,6 +12,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -86,7 +87,7 @@ def _client(base_url: str, **kw) -> OpenAIChatClient:
 def test_retries_rate_limits_and_server_errors(api, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     ScriptedAPI.script = [429, 503, 500]
-    out = _client(api, max_retries=3)({k: [v] for k, v in _row().items()})
+    out = _client(api, max_retries=3)(pa.Table.from_pylist([_row()]))
     assert out["error"] == [None]
     assert out["text"] == ["Move the red circle to the viewer's left."]
     assert out["num_output_tokens"] == [9]
@@ -101,7 +102,7 @@ def test_retries_rate_limits_and_server_errors(api, monkeypatch):
 
 def test_gives_up_after_max_retries_with_the_last_error(api):
     ScriptedAPI.script = [503] * 10
-    out = _client(api, max_retries=2, api_key_env=None)({k: [v] for k, v in _row().items()})
+    out = _client(api, max_retries=2, api_key_env=None)(pa.Table.from_pylist([_row()]))
     assert out["text"] == [None]
     assert "gave up after 3 attempts" in out["error"][0] and "HTTP 503" in out["error"][0]
     assert len(ScriptedAPI.bodies) == 3
@@ -109,12 +110,10 @@ def test_gives_up_after_max_retries_with_the_last_error(api):
 
 def test_client_errors_are_not_retried(api):
     ScriptedAPI.script = [400]
-    out = _client(api, max_retries=5, api_key_env=None)({k: [v] for k, v in _row().items()})
+    out = _client(api, max_retries=5, api_key_env=None)(pa.Table.from_pylist([_row()]))
     assert out["error"][0].startswith("HTTP 400") and len(ScriptedAPI.bodies) == 1
 
 
 def test_unreachable_server_is_an_error_row_not_a_crash():
-    out = _client("http://127.0.0.1:9/v1", max_retries=1, api_key_env=None)(
-        {k: [v] for k, v in _row().items()}
-    )
+    out = _client("http://127.0.0.1:9/v1", max_retries=1, api_key_env=None)(pa.Table.from_pylist([_row()]))
     assert out["text"] == [None] and "ConnectError" in out["error"][0]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import pyarrow as pa
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,12 +80,47 @@ class EngineResult(BaseModel):
         )
 
 
+Expand = Callable[[dict[str, Any]], list[EngineRequest]]
+Merge = Callable[[dict[str, Any], list[EngineResult]], dict[str, Any]]
+
+
 class Engine(ABC):
-    """Maps request rows to request rows plus `text`, `token_logprobs`, `num_output_tokens`, `error`."""
+    """Runs a VLM as a Ray Data stage, in one of two shapes.
+
+    `apply`: one request row in, the same row plus `text`, `token_logprobs`, `num_output_tokens`,
+    `error` out. `apply_grouped`: one row in (a pair, say), `expand` turns it into any number of
+    requests, `merge` folds their results back into one row out. Grouping stays inside one actor
+    call, so a pair's candidates and scores never have to be reassembled after a shuffle.
+    """
 
     @abstractmethod
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """Add the result columns to every request row (lazily, as a Ray Data stage)."""
+
+    @abstractmethod
+    def predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
+        """(callable class with `answer_many(request_rows)`, its constructor kwargs, Ray resources)."""
+
+    def apply_grouped(
+        self, ds: ray.data.Dataset, expand: Expand, merge: Merge, batch_size: int = 8, replicas: int = 1
+    ) -> ray.data.Dataset:
+        """Each row → `expand(row)` requests → answers → `merge(row, results)`, in a pool of actors."""
+        from ray.data import ActorPoolStrategy
+
+        cls, kwargs, resources = self.predictor()
+        return ds.map_batches(
+            GroupedCall,
+            fn_constructor_kwargs={
+                "predictor_cls": cls,
+                "predictor_kwargs": kwargs,
+                "expand": expand,
+                "merge": merge,
+            },
+            batch_size=batch_size,
+            compute=ActorPoolStrategy(size=replicas),
+            batch_format="pyarrow",
+            **resources,
+        )
 
     def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
         """Run a small list of requests to completion, results in request order."""
@@ -95,6 +131,27 @@ class Engine(ABC):
         ds = ray.data.from_items([r.to_row() for r in requests])
         by_id = {row["request_id"]: EngineResult.from_row(row) for row in self.apply(ds).take_all()}
         return [by_id[r.request_id] for r in requests]
+
+
+class GroupedCall:
+    """Ray Data callable class behind `Engine.apply_grouped`: all requests of a batch go to the
+    predictor at once, so the engine batches across rows."""
+
+    def __init__(self, predictor_cls: type, predictor_kwargs: dict[str, Any], expand: Expand, merge: Merge):
+        self.predictor = predictor_cls(**predictor_kwargs)
+        self.expand = expand
+        self.merge = merge
+
+    def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+        rows = batch.to_pylist()  # Arrow nulls stay None (numpy batches turn all-null columns into NaN)
+        groups = [[r.to_row() for r in self.expand(row)] for row in rows]
+        flat = [request for group in groups for request in group]
+        answers = iter(self.predictor.answer_many(flat) if flat else [])
+        merged = [
+            self.merge(row, [EngineResult.from_row(next(answers)) for _ in group])
+            for row, group in zip(rows, groups, strict=True)
+        ]
+        return rows_to_batch(merged)
 
 
 def request_images(row: dict[str, Any], max_pixels: int, min_pixels: int) -> list[Image.Image]:
@@ -119,16 +176,6 @@ def with_image_parts(messages: list[dict[str, Any]], n_images: int) -> list[dict
     if len(parts) != n_images:
         raise ValueError(f"messages have {len(parts)} image parts for {n_images} images")
     return messages
-
-
-def batch_to_rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """A Ray Data column batch as row dicts, list cells as Python lists (so they convert back to Arrow)."""
-    columns = {k: [_plain(v) for v in values] for k, values in batch.items()}
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-
-
-def _plain(value: Any) -> Any:
-    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -15,11 +15,11 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from editcaption.engines.base import (
     Engine,
-    batch_to_rows,
     request_images,
     result_row,
     rows_to_batch,
@@ -90,10 +90,12 @@ class OpenAIChatClient:
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        rows = batch_to_rows(batch)
-        out = self._run(self.answer_all(rows))
-        return rows_to_batch(out)
+    def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+        rows = batch.to_pylist()  # Arrow nulls stay None (numpy batches turn all-null columns into NaN)
+        return rows_to_batch(self.answer_many(rows))
+
+    def answer_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._run(self.answer_all(rows))
 
     async def answer_all(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(self.answer(r) for r in rows)))
@@ -185,6 +187,9 @@ class OpenAIEngine(Engine):
         config.api_key()  # fail here, on the driver, not in every actor
         self.config = config
 
+    def predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
+        return OpenAIChatClient, {"config": self.config}, {"num_cpus": 0.25}
+
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         from ray.data import ActorPoolStrategy
 
@@ -195,5 +200,5 @@ class OpenAIEngine(Engine):
             batch_size=cfg.batch_size,
             compute=ActorPoolStrategy(size=cfg.replicas),
             num_cpus=0.25,
-            batch_format="default",
+            batch_format="pyarrow",
         )

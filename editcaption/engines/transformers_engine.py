@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from editcaption.engines.base import (
     Engine,
-    batch_to_rows,
     request_images,
     result_row,
     rows_to_batch,
@@ -51,10 +51,13 @@ class TransformersPredictor:
         ).to(config.device)
         self.model.eval()
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        rows = batch_to_rows(batch)
+    def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+        rows = batch.to_pylist()  # Arrow nulls stay None (numpy batches turn all-null columns into NaN)
         out = [self.answer(row) for row in rows]
         return rows_to_batch(out)
+
+    def answer_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [self.answer(row) for row in rows]
 
     def answer(self, row: dict[str, Any]) -> dict[str, Any]:
         """One request; a failure becomes the row's `error`, never an exception."""
@@ -107,6 +110,14 @@ class TransformersEngine(Engine):
     def __init__(self, config: TransformersEngineConfig) -> None:
         self.config = config
 
+    def predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
+        cfg = self.config
+        return (
+            TransformersPredictor,
+            {"config": cfg},
+            {"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+        )
+
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         cfg = self.config
         return ds.map_batches(
@@ -116,7 +127,7 @@ class TransformersEngine(Engine):
             compute=_actor_pool(cfg.replicas),
             num_cpus=cfg.cpus_per_replica,
             num_gpus=cfg.gpus_per_replica,
-            batch_format="default",
+            batch_format="pyarrow",
         )
 
 

@@ -44,10 +44,9 @@ class VLLMEngineConfig(BaseModel):
         default_factory=dict, description="Extra vLLM engine arguments, passed through unchanged."
     )
 
-    def processor_config(self) -> Any:
-        from ray.data.llm import vLLMEngineProcessorConfig
-
-        kwargs: dict[str, Any] = {
+    def engine_args(self) -> dict[str, Any]:
+        """vLLM engine arguments, the same for the `ray.data.llm` stage and the grouped actors."""
+        args: dict[str, Any] = {
             "max_model_len": self.max_model_len,
             "max_num_seqs": self.max_num_seqs,
             "limit_mm_per_prompt": {"image": 2, "video": 0},
@@ -56,20 +55,27 @@ class VLLMEngineConfig(BaseModel):
             "tensor_parallel_size": self.tensor_parallel_size,
             "seed": self.seed,
         }
-        env: dict[str, str] = {"TOKENIZERS_PARALLELISM": "false"}
         if self.device == "cpu":
-            kwargs["distributed_executor_backend"] = "mp"
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
-            bundle = {"CPU": 1}
+            args["distributed_executor_backend"] = "mp"
         else:
-            kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
-            bundle = {"GPU": 1, "CPU": 1}
-        kwargs.update(self.engine_kwargs)
+            args["gpu_memory_utilization"] = self.gpu_memory_utilization
+        return {**args, **self.engine_kwargs}
+
+    def env_vars(self) -> dict[str, str]:
+        env = {"TOKENIZERS_PARALLELISM": "false"}
+        if self.device == "cpu":
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
+        return env
+
+    def processor_config(self) -> Any:
+        from ray.data.llm import vLLMEngineProcessorConfig
+
+        bundle = {"CPU": 1} if self.device == "cpu" else {"GPU": 1, "CPU": 1}
         return vLLMEngineProcessorConfig(
             model_source=self.model,
-            engine_kwargs=kwargs,
+            engine_kwargs=self.engine_args(),
             placement_group_config={"bundles": [bundle] * self.tensor_parallel_size},
-            runtime_env={"env_vars": env},
+            runtime_env={"env_vars": self.env_vars()},
             chat_template_stage=False,
             tokenize_stage=False,
             detokenize_stage=False,
@@ -95,6 +101,18 @@ class VLLMEngine(Engine):
     def __init__(self, config: VLLMEngineConfig) -> None:
         self.config = config
 
+    def predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
+        cfg = self.config
+        if cfg.device == "cpu":
+            resources = {"num_cpus": 1, "runtime_env": {"env_vars": cfg.env_vars()}}
+        else:
+            resources = {
+                "num_cpus": 1,
+                "num_gpus": cfg.tensor_parallel_size,
+                "runtime_env": {"env_vars": cfg.env_vars()},
+            }
+        return VLLMPredictor, {"config": cfg}, resources
+
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         from ray.data.llm import build_processor
 
@@ -111,9 +129,45 @@ class VLLMEngine(Engine):
         return processor(ds)
 
 
-def _to_vllm_row(
-    model: str, max_pixels: int, min_pixels: int, per_request_seed: bool, row: dict[str, Any]
-) -> dict[str, Any]:
+class VLLMPredictor:
+    """One in-process `vllm.LLM` per actor, for `apply_grouped`: a batch's requests go to a single
+    `generate` call, which vLLM schedules with continuous batching."""
+
+    def __init__(self, config: VLLMEngineConfig) -> None:
+        from vllm import LLM
+
+        self.config = config
+        self.llm = LLM(model=config.model, **config.engine_args())
+
+    def answer_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from vllm import SamplingParams
+
+        cfg = self.config
+        out: list[dict[str, Any] | None] = [None] * len(rows)
+        prompts, params, slots = [], [], []
+        for i, row in enumerate(rows):
+            try:
+                prompt, images = _prompt(cfg.model, row, cfg.max_pixels, cfg.min_pixels)
+            except Exception as e:
+                out[i] = result_row(row, None, error=f"bad request: {type(e).__name__}: {e}")
+                continue
+            prompts.append({"prompt": prompt, "multi_modal_data": {"image": images}})
+            params.append(SamplingParams(**_sampling_params(row, cfg.device != "cpu")))
+            slots.append(i)
+        if prompts:
+            for i, reply in zip(slots, self.llm.generate(prompts, params, use_tqdm=False), strict=True):
+                completion = reply.outputs[0]
+                logprobs = None
+                if completion.logprobs:
+                    logprobs = [
+                        float(step[token].logprob)
+                        for step, token in zip(completion.logprobs, completion.token_ids, strict=False)
+                    ]
+                out[i] = result_row(rows[i], completion.text, logprobs, len(completion.token_ids))
+        return out  # type: ignore[return-value]
+
+
+def _sampling_params(row: dict[str, Any], per_request_seed: bool) -> dict[str, Any]:
     sampling = json.loads(row["sampling"])
     params = {
         "max_tokens": sampling["max_tokens"],
@@ -126,12 +180,24 @@ def _to_vllm_row(
         params["seed"] = sampling["seed"]
     if sampling["logprobs"]:
         params["logprobs"] = 0  # the chosen token's log-prob only
+    return params
+
+
+def _prompt(model: str, row: dict[str, Any], max_pixels: int, min_pixels: int) -> tuple[str, list[Any]]:
+    """The chat-templated prompt and the resized images of one request (raises on a bad request)."""
+    images = request_images(row, max_pixels, min_pixels)
+    messages = with_image_parts(json.loads(row["messages"]), len(images))
+    return _tokenizer(model).apply_chat_template(messages, tokenize=False, add_generation_prompt=True), images
+
+
+def _to_vllm_row(
+    model: str, max_pixels: int, min_pixels: int, per_request_seed: bool, row: dict[str, Any]
+) -> dict[str, Any]:
+    params = _sampling_params(row, per_request_seed)
     # The engine stage adds and overwrites columns (`request_id` among them): carry ours under a prefix.
     out = {_IN + k: v for k, v in row.items()}
     try:
-        images = request_images(row, max_pixels, min_pixels)
-        messages = with_image_parts(json.loads(row["messages"]), len(images))
-        prompt = _tokenizer(model).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt, images = _prompt(model, row, max_pixels, min_pixels)
     except Exception as e:  # a bad request becomes an error row; the engine gets a one-token no-op
         out.update(
             prompt=" ",

@@ -1,0 +1,195 @@
+"""Turn the committed pair shards into the datasets people use, plus the summary and the report.
+
+Idempotent: it reads every committed pair once (`shards.iter_committed`) and rewrites its outputs
+whole, so it runs the same after a fresh run, a resumed one, or on its own. Two streaming passes:
+the first ranks pairs for review (it needs every priority), the second writes the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from editcaption.io.exports import write_sharegpt, write_trl_parquet
+from editcaption.io.fs import open_fs
+from editcaption.schema import Candidate, QuarantinedPair, Score, SFTRecord
+from editcaption.synthesis.report import write_report
+from editcaption.synthesis.route import select_for_review
+from editcaption.synthesis.shards import iter_committed
+
+if TYPE_CHECKING:
+    from editcaption.synthesis.job import SynthesisConfig
+
+REVIEW_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("source", pa.binary()),
+        ("target", pa.binary()),
+        ("status", pa.string()),
+        ("review_priority", pa.float64()),
+        ("review_reasons", pa.list_(pa.string())),
+        ("best_candidate_id", pa.string()),
+        ("best_instruction", pa.string()),
+        ("best_overall", pa.float64()),
+        ("reference_instruction", pa.string()),
+        ("candidates", pa.string()),
+        ("scores", pa.string()),
+    ]
+)
+FILTERED_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("best_candidate_id", pa.string()),
+        ("best_overall", pa.float64()),
+        ("best_semantic_consistency", pa.float64()),
+        ("filter_reason", pa.string()),
+    ]
+)
+_LIGHT = ["pair_id", "status", "review_priority", "quarantine_reason", "scores"]
+
+
+class _Writer:
+    """A Parquet file written row group by row group, so no output is held whole in memory."""
+
+    def __init__(self, fs: Any, path: str, schema: pa.Schema, group: int = 64) -> None:
+        self.stream = fs.open(path, "wb")
+        self.writer = pq.ParquetWriter(self.stream, schema)
+        self.schema, self.group, self.rows, self.count = schema, group, [], 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.group:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.count += len(self.rows)
+            self.rows = []
+
+    def close(self) -> int:
+        self.flush()
+        self.writer.close()
+        self.stream.close()
+        return self.count
+
+
+def _read_rows(fs: Any, path: str, columns: list[str]) -> Any:
+    with fs.open(path, "rb") as f:
+        for batch in pq.ParquetFile(f).iter_batches(columns=columns, batch_size=64):
+            yield from batch.to_pylist()
+
+
+def finalize(
+    config: SynthesisConfig, resumed_pairs: int = 0, pipeline_seconds: float | None = None
+) -> dict[str, Any]:
+    """Write every output and `summary.json` + `report.md`; return the summary."""
+    fs, out = open_fs(config.output)
+    shards = posixpath.join(config.output.rstrip("/"), "pairs")
+
+    # Pass 1: counts, score distributions, and the review ranking.
+    status: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    priorities: list[tuple[str, float]] = []
+    overall, sc, pq_scores, unparsed_scores = [], [], [], 0
+    for row in iter_committed(shards, columns=_LIGHT):
+        status[row["status"]] += 1
+        if row["status"] == "quarantined":
+            reasons[row["quarantine_reason"]] += 1
+            continue
+        priorities.append((row["pair_id"], row["review_priority"]))
+        for s in json.loads(row["scores"] or "[]"):
+            if s["overall"] is None:
+                unparsed_scores += 1
+            else:
+                overall.append(s["overall"])
+                sc.append(s["semantic_consistency"])
+                pq_scores.append(s["perceptual_quality"])
+    review = select_for_review(priorities, config.routing.review_share)
+
+    # Pass 2: the outputs.
+    writers = {
+        "sft": _Writer(fs, posixpath.join(out, "sft.parquet"), SFTRecord.arrow_schema()),
+        "filtered": _Writer(fs, posixpath.join(out, "filtered.parquet"), FILTERED_SCHEMA),
+        "quarantine": _Writer(fs, posixpath.join(out, "quarantine.parquet"), QuarantinedPair.arrow_schema()),
+        "review_queue": _Writer(fs, posixpath.join(out, "review_queue.parquet"), REVIEW_SCHEMA),
+        "candidates": _Writer(fs, posixpath.join(out, "candidates.parquet"), Candidate.arrow_schema()),
+        "scores": _Writer(fs, posixpath.join(out, "scores.parquet"), Score.arrow_schema()),
+    }
+    for row in iter_committed(shards):
+        if row["status"] == "quarantined":
+            writers["quarantine"].add(
+                QuarantinedPair(
+                    pair_id=row["pair_id"],
+                    reason=row["quarantine_reason"],
+                    detail=row["quarantine_detail"],
+                    source_uri=row["source_uri"],
+                    target_uri=row["target_uri"],
+                    dataset=row["dataset"],
+                ).to_row()
+            )
+            continue
+        for c in json.loads(row["candidates"]):
+            writers["candidates"].add(c)
+        for s in json.loads(row["scores"]):
+            writers["scores"].add(s)
+        if row["status"] == "kept":
+            record = SFTRecord(
+                pair_id=row["pair_id"],
+                source=row["source"],
+                target=row["target"],
+                instruction=row["best_instruction"],
+                origin="synthesis",
+                model=config.annotator.model,
+                overall=row["best_overall"],
+            ).to_row()
+            writers["sft"].add(record)
+        else:
+            writers["filtered"].add({k: row[k] for k in FILTERED_SCHEMA.names})
+        if row["pair_id"] in review:
+            writers["review_queue"].add(
+                {
+                    **{k: row[k] for k in REVIEW_SCHEMA.names},
+                    "review_reasons": json.loads(row["review_reasons"]),
+                }
+            )
+    written = {name: w.close() for name, w in writers.items()}
+    exports = posixpath.join(config.output.rstrip("/"), "exports")
+    sft_path, sft_columns = posixpath.join(out, "sft.parquet"), ["pair_id", "source", "target", "instruction"]
+    written["trl"] = write_trl_parquet(
+        _read_rows(fs, sft_path, sft_columns), posixpath.join(exports, "trl", "train.parquet")
+    )
+    written["sharegpt"] = write_sharegpt(
+        _read_rows(fs, sft_path, sft_columns), posixpath.join(exports, "sharegpt")
+    )
+
+    pairs = sum(status.values())
+    summary: dict[str, Any] = {
+        "pairs": pairs,
+        "new_pairs": pairs - resumed_pairs,
+        "resumed_pairs": resumed_pairs,
+        "kept": status["kept"],
+        "filtered": status["filtered"],
+        "quarantined": status["quarantined"],
+        "quarantine_reasons": dict(reasons),
+        "routed_to_review": written["review_queue"],
+        "candidates": written["candidates"],
+        "scores_unparsed": unparsed_scores,
+        "thresholds": {
+            "overall": config.filter.min_overall,
+            "semantic_consistency": config.filter.min_semantic_consistency,
+        },
+        "outputs": written,
+        "seconds": None if pipeline_seconds is None else round(pipeline_seconds, 2),
+        "pairs_per_s": round((pairs - resumed_pairs) / pipeline_seconds, 3) if pipeline_seconds else None,
+        "config": json.loads(config.model_dump_json()),
+    }
+    summary["report_files"] = write_report(summary, overall, sc, pq_scores, config.output)
+    with fs.open(posixpath.join(out, "summary.json"), "w") as f:
+        f.write(json.dumps(summary, indent=2) + "\n")
+    return summary

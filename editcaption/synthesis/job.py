@@ -1,0 +1,251 @@
+"""Stage 1 synthesis: read → caption → EditScore → filter → route → write, as one streaming pipeline.
+
+A row is a pair from start to finish. The annotator and the scorer run as grouped engine stages
+(`Engine.apply_grouped`): a pair goes in, its `n` candidates (then all their scoring passes) are
+generated inside one actor call, and the pair comes out whole, so nothing has to be regrouped after a
+shuffle and memory stays flat however large the input. Finished pairs are committed in atomic shards
+(`shards.py`); a rerun skips committed pairs. The final step reads the committed shards once and
+writes the datasets people use: SFT records, exports, the review queue, the quarantine, the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from editcaption.engines import EngineConfig, EngineRequest, EngineResult, SamplingSettings
+from editcaption.images import ImagePolicy
+from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
+from editcaption.prompts.instruction import PROMPT_VERSION, instruction_messages, parse_instruction
+from editcaption.schema import Candidate
+from editcaption.synthesis.editscore import EditScoreConfig, aggregate_editscore
+from editcaption.synthesis.route import RoutingConfig, review_priority
+
+
+class FilterConfig(BaseModel):
+    """Which best candidates are kept: both thresholds must pass (scores on EditScore's 0-10 scale)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_overall: float = Field(6.0, ge=0, le=10, description="Keep only if overall = sqrt(SC*PQ) >= this.")
+    min_semantic_consistency: float = Field(5.0, ge=0, le=10, description="...and SC >= this.")
+
+
+class SynthesisConfig(BaseModel):
+    """The whole Stage 1 job: inputs, both models, thresholds, routing and outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(description="Pairs: a local path or object-store URI in any supported layout.")
+    format: str = Field("auto", description="auto, folder, manifest, hqedit, bytemorph or webdataset.")
+    output: str = Field("runs/synthesis", description="Output folder or URI; rerunning into it resumes.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many pairs.")
+    candidates_per_pair: int = Field(3, ge=1, description="Instructions the annotator writes per pair.")
+    sampling: SamplingSettings = Field(
+        default_factory=lambda: SamplingSettings(max_tokens=160, temperature=0.7, seed=0),
+        description="Annotator sampling; with temperature > 0 candidates differ.",
+    )
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
+    annotator: EngineConfig
+    scorer: EngineConfig
+    editscore: EditScoreConfig = Field(default_factory=EditScoreConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    pairs_per_batch: int = Field(8, ge=1, description="Pairs per engine call and per committed shard.")
+    ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
+
+
+# ---------------------------------------------------------------- caption stage
+
+
+def caption_expand(row: dict[str, Any], n: int, sampling: SamplingSettings) -> list[EngineRequest]:
+    """`n` instruction requests for a good pair, none for a quarantined one."""
+    if row["quarantine_reason"] is not None:
+        return []
+    return [
+        EngineRequest(
+            request_id=f"{row['pair_id']}:{i}",
+            images=[row["source"], row["target"]],
+            messages=instruction_messages(),
+            sampling=sampling.model_copy(
+                update={"seed": None if sampling.seed is None else sampling.seed + i}
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+def caption_merge(row: dict[str, Any], results: list[EngineResult], model: str) -> dict[str, Any]:
+    candidates = []
+    for result in results:
+        instruction = parse_instruction(result.text)
+        candidates.append(
+            Candidate(
+                pair_id=row["pair_id"],
+                candidate_id=result.request_id,
+                instruction=instruction,
+                raw_text=result.text or "",
+                model=model,
+                prompt_version=PROMPT_VERSION,
+                parsed=instruction is not None,
+                error=result.error,
+            ).to_row()
+        )
+    return {**row, "candidates": json.dumps(candidates)}
+
+
+# ---------------------------------------------------------------- score stage
+
+
+def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in json.loads(row["candidates"]) if c["parsed"]]
+
+
+def score_expand(row: dict[str, Any], cfg: EditScoreConfig) -> list[EngineRequest]:
+    """Per pass: one semantic-consistency request per parsed candidate, then one perceptual-quality
+    request for the pair (PQ looks at the edited image only, so candidates share it)."""
+    candidates = _parsed(row) if row["quarantine_reason"] is None else []
+    if not candidates:
+        return []
+    requests = []
+    for p in range(cfg.num_pass):
+        sampling = SamplingSettings(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=p)
+        for c in candidates:
+            requests.append(
+                EngineRequest(
+                    request_id=f"{c['candidate_id']}:sc{p}",
+                    images=[row["source"], row["target"]],
+                    messages=semantic_consistency_messages(c["instruction"], cfg.score_range),
+                    sampling=sampling,
+                )
+            )
+        requests.append(
+            EngineRequest(
+                request_id=f"{row['pair_id']}:pq{p}",
+                images=[row["target"]],
+                messages=perceptual_quality_messages(cfg.score_range),
+                sampling=sampling,
+            )
+        )
+    return requests
+
+
+def score_merge(
+    row: dict[str, Any], results: list[EngineResult], cfg: EditScoreConfig, scorer: str
+) -> dict[str, Any]:
+    candidates = _parsed(row) if results else []
+    stride = len(candidates) + 1
+    scores = []
+    for k, c in enumerate(candidates):
+        sc = [_reply(results[p * stride + k]) for p in range(cfg.num_pass)]
+        pq = [_reply(results[p * stride + stride - 1]) for p in range(cfg.num_pass)]
+        score = aggregate_editscore(row["pair_id"], c["candidate_id"], scorer, sc, pq, cfg.score_range)
+        scores.append(score.to_row())
+    return {**row, "scores": json.dumps(scores)}
+
+
+def _reply(result: EngineResult) -> str | None:
+    return result.text if result.error is None else None
+
+
+# ---------------------------------------------------------------- decide
+
+
+def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> dict[str, Any]:
+    """Status (kept / filtered / quarantined), the best candidate, why, and its review priority."""
+    out = {
+        **row,
+        "status": "quarantined",
+        "best_candidate_id": None,
+        "best_instruction": None,
+        "best_overall": None,
+        "best_semantic_consistency": None,
+        "filter_reason": None,
+        "review_priority": None,
+        "review_reasons": "[]",
+    }
+    if row["quarantine_reason"] is not None:
+        return out
+    candidates = {c["candidate_id"]: c for c in json.loads(row["candidates"])}
+    scores = json.loads(row["scores"])
+    scored = [s for s in scores if s["overall"] is not None]
+    best = max(scored, key=lambda s: (s["overall"], s["semantic_consistency"]), default=None)
+    if best is None:
+        reason = "no parsed candidate" if not scores else "no candidate's EditScore replies parsed"
+        out.update(status="filtered", filter_reason=reason)
+    else:
+        out.update(
+            best_candidate_id=best["candidate_id"],
+            best_instruction=candidates[best["candidate_id"]]["instruction"],
+            best_overall=best["overall"],
+            best_semantic_consistency=best["semantic_consistency"],
+        )
+        failed = []
+        if best["overall"] < filt.min_overall:
+            failed.append(f"overall {best['overall']:.2f} < {filt.min_overall}")
+        if best["semantic_consistency"] < filt.min_semantic_consistency:
+            failed.append(f"SC {best['semantic_consistency']:.2f} < {filt.min_semantic_consistency}")
+        out.update(status="filtered" if failed else "kept", filter_reason="; ".join(failed) or None)
+    by_candidate = {s["candidate_id"]: s["overall"] for s in scores}
+    priority, reasons = review_priority(
+        out["best_overall"],
+        filt.min_overall,
+        [by_candidate.get(cid) for cid in candidates],
+        [c["instruction"] for c in candidates.values()],
+        routing,
+    )
+    out.update(review_priority=priority, review_reasons=json.dumps(reasons))
+    return out
+
+
+# ---------------------------------------------------------------- the job
+
+
+def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
+    """Run (or resume) the job into `config.output` and return its summary."""
+    import functools
+
+    from editcaption.engines import make_engine
+    from editcaption.io import read_pairs, validate_pairs
+    from editcaption.ray_setup import init_ray
+    from editcaption.synthesis.finalize import finalize
+    from editcaption.synthesis.shards import AtomicShardSink, done_pair_ids
+
+    init_ray(config.ray_address)
+    started = time.time()
+    shards_uri = config.output.rstrip("/") + "/pairs"
+    done = done_pair_ids(shards_uri)
+
+    pairs = read_pairs(config.input, format=config.format, limit=config.limit)
+    if done:
+        pairs = pairs.filter(lambda row: row["pair_id"] not in done)
+    pairs = validate_pairs(pairs, config.images)
+
+    batch = config.pairs_per_batch
+    annotator, scorer = make_engine(config.annotator), make_engine(config.scorer)
+    captioned = annotator.apply_grouped(
+        pairs,
+        expand=functools.partial(caption_expand, n=config.candidates_per_pair, sampling=config.sampling),
+        merge=functools.partial(caption_merge, model=config.annotator.model),
+        batch_size=batch,
+        replicas=_replicas(config.annotator),
+    )
+    scored = scorer.apply_grouped(
+        captioned,
+        expand=functools.partial(score_expand, cfg=config.editscore),
+        merge=functools.partial(score_merge, cfg=config.editscore, scorer=config.scorer.model),
+        batch_size=batch,
+        replicas=_replicas(config.scorer),
+    )
+    decided = scored.map(
+        functools.partial(decide, filt=config.filter, routing=config.routing), num_cpus=0.25
+    ).repartition(target_num_rows_per_block=batch)
+    decided.write_datasink(AtomicShardSink(shards_uri))
+    return finalize(config, resumed_pairs=len(done), pipeline_seconds=time.time() - started)
+
+
+def _replicas(engine: Any) -> int:
+    return getattr(engine, "replicas", 1)
