@@ -226,7 +226,7 @@ def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, s
     with fake_editscore_server() as url:
         config_path = tmp_path / "job.yaml"
         config_path.write_text(yaml.safe_dump(_config(tmp_path, pairs, annotator, url, pairs_per_batch=2)))
-        cmd = [sys.executable, "-m", "editcaption.cli", "synthesize", "--config", str(config_path)]
+        cmd = [sys.executable, "-m", "editcaption", "synthesize", "--config", str(config_path)]
         try:
             first = subprocess.Popen(
                 cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
@@ -256,5 +256,16 @@ def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, s
 
 
 def _kill_ray_session(ray_tmp: Path) -> None:
-    """Ray's daemons outlive a SIGKILLed driver; find them by their session folder and end them."""
-    subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
+    """Ray's daemons and workers outlive a SIGKILLed driver (workers rename themselves `ray::…`),
+    so find every process whose environment carries this run's RAY_TMPDIR and end it."""
+    marker = f"RAY_TMPDIR={ray_tmp}".encode()
+    for _ in range(3):
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+        time.sleep(0.5)
