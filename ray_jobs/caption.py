@@ -11,4 +11,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working dir'
 from editcaption.cli import app  # noqa: E402
 
 if __name__ == "__main__":
-    app(["caption", *sys.argv[1:]])
+    app(["caption", *sys.argv[1:]], prog_name="editcaption")

