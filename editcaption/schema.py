@@ -17,6 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 ErrorType = Literal["orientation", "viewpoint", "attribute", "other"]
 Severity = Literal["minor", "major", "critical"]
 Verdict = Literal["correct", "minor_error", "critical_error"]
+CandidateOutcome = Literal[
+    "kept",  # the pair's best candidate, and it passed the thresholds
+    "below_threshold",  # the pair's best candidate, but it failed a threshold
+    "not_best",  # scored, but another candidate of the pair scored higher
+    "unscored",  # parsed, but none of its EditScore replies parsed
+    "unparsed",  # the annotator's reply held no instruction
+    "engine_error",  # the annotator call failed
+]
 QuarantineReason = Literal[
     "missing_file",
     "empty_file",
@@ -95,6 +103,9 @@ class Candidate(Record):
     prompt_version: str
     parsed: bool
     error: str | None = Field(default=None, description="Why the engine returned no reply, if it did not.")
+    outcome: CandidateOutcome | None = Field(
+        default=None, description="What filtering made of it; None until the pair is decided."
+    )
 
 
 class Score(Record):

@@ -80,7 +80,12 @@ def test_score_requests_and_replies_line_up_across_passes():
 
 def _scored_row(overalls: list[float | None], sc: float = 8.0, quarantined: bool = False) -> dict:
     candidates = [
-        {"candidate_id": f"p1:{i}", "instruction": f"Move the cube {i} to the viewer's left.", "parsed": True}
+        {
+            "candidate_id": f"p1:{i}",
+            "instruction": f"Move the cube {i} to the viewer's left.",
+            "parsed": True,
+            "error": None,
+        }
         for i in range(len(overalls))
     ]
     scores = [
@@ -107,8 +112,12 @@ def _scored_row(overalls: list[float | None], sc: float = 8.0, quarantined: bool
 def test_decide_keeps_the_best_candidate_only_if_it_passes(overalls, sc, status, reason):
     out = decide(_scored_row(overalls, sc), FilterConfig(), RoutingConfig())
     assert out["status"] == status and out["filter_reason"] == reason
+    outcomes = [c["outcome"] for c in json.loads(out["candidates"])]
     if status == "kept":
         assert out["best_candidate_id"] == "p1:1" and out["best_overall"] == 7.5
+        assert outcomes == ["not_best", "kept", "unscored"]
+    if reason and reason.startswith(("overall", "SC")):
+        assert "below_threshold" in outcomes
     assert out["review_priority"] is not None
     assert ("direction_words" in json.loads(out["review_reasons"])) == bool(overalls)
 
@@ -188,6 +197,9 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, tiny_model, sampl
         len(review) == summary["routed_to_review"]
         and review["review_priority"].is_monotonic_decreasing is not None
     )
+    candidates = pd.read_parquet(out / "candidates.parquet")
+    assert candidates["outcome"].notna().all()
+    assert (candidates["outcome"] == "kept").sum() == summary["kept"]
     scores = pd.read_parquet(out / "scores.parquet")
     assert (
         scores["num_parsed"].isin([0, 1]).all()

@@ -190,6 +190,9 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
             failed.append(f"SC {best['semantic_consistency']:.2f} < {filt.min_semantic_consistency}")
         out.update(status="filtered" if failed else "kept", filter_reason="; ".join(failed) or None)
     by_candidate = {s["candidate_id"]: s["overall"] for s in scores}
+    for cid, c in candidates.items():
+        c["outcome"] = _outcome(c, by_candidate.get(cid), cid == out["best_candidate_id"], out["status"])
+    out["candidates"] = json.dumps(list(candidates.values()))
     priority, reasons = review_priority(
         out["best_overall"],
         filt.min_overall,
@@ -199,6 +202,19 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
     )
     out.update(review_priority=priority, review_reasons=json.dumps(reasons))
     return out
+
+
+def _outcome(candidate: dict[str, Any], overall: float | None, best: bool, status: str) -> str:
+    """Why a candidate was or was not kept, so no candidate is dropped without a recorded reason."""
+    if candidate["error"]:
+        return "engine_error"
+    if not candidate["parsed"]:
+        return "unparsed"
+    if overall is None:
+        return "unscored"
+    if best:
+        return "kept" if status == "kept" else "below_threshold"
+    return "not_best"
 
 
 # ---------------------------------------------------------------- the job
