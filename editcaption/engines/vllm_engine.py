@@ -123,7 +123,9 @@ class VLLMEngine(Engine):
                 _to_vllm_row, cfg.model, cfg.max_pixels, cfg.min_pixels, cfg.device != "cpu"
             ),
             postprocess=_from_vllm_row,
-            preprocess_map_kwargs={"num_cpus": 0.25},
+            # Few, long-lived preprocessing tasks: each new Ray worker imports transformers and loads
+            # the tokenizer (seconds each); dozens of them at once starve a small machine.
+            preprocess_map_kwargs={"num_cpus": 0.25, "concurrency": 2 * cfg.replicas},
             postprocess_map_kwargs={"num_cpus": 0.25},
         )
         return processor(ds)

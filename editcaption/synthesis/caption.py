@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editcaption.engines import EngineConfig, EngineRequest, SamplingSettings, make_engine
+from editcaption.engines import EngineConfig, EngineResult, SamplingSettings, make_engine
 from editcaption.images import ImagePolicy
-from editcaption.prompts.instruction import PROMPT_VERSION, instruction_messages, parse_instruction
+from editcaption.prompts.instruction import PROMPT_VERSION
 from editcaption.schema import Candidate, QuarantinedPair
+from editcaption.synthesis.job import caption_expand, make_candidate
 
 
 class CaptionJobConfig(BaseModel):
@@ -37,32 +38,12 @@ class CaptionJobConfig(BaseModel):
 
 
 def caption_requests(pair: dict[str, Any], n: int, sampling: SamplingSettings) -> list[dict[str, Any]]:
-    """`n` requests for one pair; with sampling on, each gets its own seed so candidates differ."""
-    rows = []
-    for i in range(n):
-        seed = sampling.seed if sampling.temperature == 0 else (sampling.seed or 0) + i
-        request = EngineRequest(
-            request_id=f"{pair['pair_id']}:{i}",
-            images=[pair["source"], pair["target"]],
-            messages=instruction_messages(),
-            sampling=sampling.model_copy(update={"seed": seed}),
-        )
-        rows.append({**request.to_row(), "pair_id": pair["pair_id"]})
-    return rows
+    """`n` request rows for one good pair, carrying its `pair_id`."""
+    return [{**r.to_row(), "pair_id": pair["pair_id"]} for r in caption_expand(pair, n, sampling)]
 
 
 def to_candidate(row: dict[str, Any], model: str) -> dict[str, Any]:
-    instruction = parse_instruction(row["text"])
-    return Candidate(
-        pair_id=row["pair_id"],
-        candidate_id=row["request_id"],
-        instruction=instruction,
-        raw_text=row["text"] or "",
-        model=model,
-        prompt_version=PROMPT_VERSION,
-        parsed=instruction is not None,
-        error=row["error"],
-    ).to_row()
+    return make_candidate(row["pair_id"], EngineResult.from_row(row), model)
 
 
 def run_caption_job(config: CaptionJobConfig) -> dict[str, Any]:

@@ -78,22 +78,23 @@ def caption_expand(row: dict[str, Any], n: int, sampling: SamplingSettings) -> l
     ]
 
 
+def make_candidate(pair_id: str, result: EngineResult, model: str) -> dict[str, Any]:
+    """A Candidate row from the annotator's reply; an unparsable reply is kept, marked unparsed."""
+    instruction = parse_instruction(result.text)
+    return Candidate(
+        pair_id=pair_id,
+        candidate_id=result.request_id,
+        instruction=instruction,
+        raw_text=result.text or "",
+        model=model,
+        prompt_version=PROMPT_VERSION,
+        parsed=instruction is not None,
+        error=result.error,
+    ).to_row()
+
+
 def caption_merge(row: dict[str, Any], results: list[EngineResult], model: str) -> dict[str, Any]:
-    candidates = []
-    for result in results:
-        instruction = parse_instruction(result.text)
-        candidates.append(
-            Candidate(
-                pair_id=row["pair_id"],
-                candidate_id=result.request_id,
-                instruction=instruction,
-                raw_text=result.text or "",
-                model=model,
-                prompt_version=PROMPT_VERSION,
-                parsed=instruction is not None,
-                error=result.error,
-            ).to_row()
-        )
+    candidates = [make_candidate(row["pair_id"], result, model) for result in results]
     return {**row, "candidates": json.dumps(candidates)}
 
 
