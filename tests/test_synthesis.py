@@ -22,8 +22,10 @@ from fake_editscore import fake_editscore_server
 from editcaption.engines import EngineResult
 from editcaption.synthesis.editscore import EditScoreConfig
 from editcaption.synthesis.job import (
+    ChecksConfig,
     FilterConfig,
     SynthesisConfig,
+    apply_check_flags,
     caption_merge,
     decide,
     run_synthesis,
@@ -122,6 +124,18 @@ def test_decide_keeps_the_best_candidate_only_if_it_passes(overalls, sc, status,
     assert ("direction_words" in json.loads(out["review_reasons"])) == bool(overalls)
 
 
+def test_check_flags_send_flip_inconsistent_pairs_to_review_first():
+    row = decide(_scored_row([7.5]), FilterConfig(), RoutingConfig())
+    row = {**row, "best_instruction": "Move the man to the left.", "flip_verdict": "inconsistent"}
+    flagged = apply_check_flags(row, ChecksConfig())
+    reasons = json.loads(flagged["review_reasons"])
+    assert "flip_inconsistent" in reasons and "viewpoint_lint:missing_frame" in reasons
+    assert flagged["review_priority"] == pytest.approx(row["review_priority"] + 10.0 + 0.5)
+    assert json.loads(flagged["lint_findings"]) == ["missing_frame"]
+    quiet = apply_check_flags({**row, "flip_verdict": "consistent"}, ChecksConfig(viewpoint_lint=False))
+    assert quiet["review_priority"] == row["review_priority"] and json.loads(quiet["lint_findings"]) == []
+
+
 def test_decide_passes_quarantined_pairs_through():
     out = decide(_scored_row([], quarantined=True), FilterConfig(), RoutingConfig())
     assert out["status"] == "quarantined" and out["review_priority"] is None
@@ -173,7 +187,9 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, tiny_model, sampl
         "enforce_eager": True, "max_model_len": 2048, "max_pixels": 160 * 128,
     }  # fmt: skip
     with fake_editscore_server() as url:
-        config = SynthesisConfig.model_validate(_config(tmp_path, pairs, annotator, url))
+        config = SynthesisConfig.model_validate(
+            _config(tmp_path, pairs, annotator, url, checks={"flip_consistency": True})
+        )
         try:
             summary = run_synthesis(config)
         finally:
@@ -206,7 +222,10 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, tiny_model, sampl
         and (scores["overall"].isna() == (scores["num_parsed"] == 0)).all()
     )
     assert {"report.md", "score_histograms.png", "summary.json"} <= {p.name for p in out.iterdir()}
-    assert "MISMATCH" not in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "MISMATCH" not in report and "Flip consistency" in report
+    flip = summary["checks"]["flip_consistency"]
+    assert flip["applicable"] + flip["not_applicable"] == scored
 
     from datasets import load_dataset
 

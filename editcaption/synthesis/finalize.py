@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from editcaption.checks.flip import flip_consistency_rate
 from editcaption.io.exports import write_sharegpt, write_trl_parquet
 from editcaption.io.fs import open_fs
 from editcaption.schema import Candidate, QuarantinedPair, Score, SFTRecord
@@ -33,6 +34,8 @@ REVIEW_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("review_priority", pa.float64()),
         ("review_reasons", pa.list_(pa.string())),
+        ("flip_verdict", pa.string()),
+        ("flip_reason", pa.string()),
         ("best_candidate_id", pa.string()),
         ("best_instruction", pa.string()),
         ("best_overall", pa.float64()),
@@ -50,7 +53,15 @@ FILTERED_SCHEMA = pa.schema(
         ("filter_reason", pa.string()),
     ]
 )
-_LIGHT = ["pair_id", "status", "review_priority", "quarantine_reason", "scores"]
+_LIGHT = [
+    "pair_id",
+    "status",
+    "review_priority",
+    "quarantine_reason",
+    "scores",
+    "flip_verdict",
+    "lint_findings",
+]
 
 
 class _Writer:
@@ -97,11 +108,16 @@ def finalize(
     reasons: Counter[str] = Counter()
     priorities: list[tuple[str, float]] = []
     overall, sc, pq_scores, unparsed_scores = [], [], [], 0
+    flips: list[str] = []
+    lint: Counter[str] = Counter()
     for row in iter_committed(shards, columns=_LIGHT):
         status[row["status"]] += 1
         if row["status"] == "quarantined":
             reasons[row["quarantine_reason"]] += 1
             continue
+        if row.get("flip_verdict"):
+            flips.append(row["flip_verdict"])
+        lint.update(json.loads(row.get("lint_findings") or "[]"))
         priorities.append((row["pair_id"], row["review_priority"]))
         for s in json.loads(row["scores"] or "[]"):
             if s["overall"] is None:
@@ -185,6 +201,10 @@ def finalize(
             "semantic_consistency": config.filter.min_semantic_consistency,
         },
         "outputs": written,
+        "checks": {
+            "flip_consistency": flip_consistency_rate(flips) if config.checks.flip_consistency else None,
+            "viewpoint_lint": dict(lint) if config.checks.viewpoint_lint else None,
+        },
         "seconds": None if pipeline_seconds is None else round(pipeline_seconds, 2),
         "pairs_per_s": round((pairs - resumed_pairs) / pipeline_seconds, 3) if pipeline_seconds else None,
         "config": json.loads(config.model_dump_json()),

@@ -34,6 +34,24 @@ class FilterConfig(BaseModel):
     min_semantic_consistency: float = Field(5.0, ge=0, le=10, description="...and SC >= this.")
 
 
+class ChecksConfig(BaseModel):
+    """Failure-mode checks run on each pair's best candidate (see `editcaption/checks/`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flip_consistency: bool = Field(
+        False,
+        description="Caption the mirrored pair with the annotator and compare directions: doubles the "
+        "captioning of pairs whose best instruction uses left/right. An inconsistent pair is sent to review.",
+    )
+    viewpoint_lint: bool = Field(True, description="Flag left/right without a frame, camera/object mix-ups.")
+    flip_review_boost: float = Field(
+        10.0, ge=0, description="Added to review priority when flip-inconsistent."
+    )
+    lint_review_boost: float = Field(0.5, ge=0, description="Added to review priority per lint finding kind.")
+    lang: str = Field("en", description="Lexicon language (editcaption/checks/lexicon/<lang>.yaml).")
+
+
 class SynthesisConfig(BaseModel):
     """The whole Stage 1 job: inputs, both models, thresholds, routing and outputs."""
 
@@ -54,6 +72,7 @@ class SynthesisConfig(BaseModel):
     editscore: EditScoreConfig = Field(default_factory=EditScoreConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
     pairs_per_batch: int = Field(8, ge=1, description="Pairs per engine call and per committed shard.")
     ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
 
@@ -205,6 +224,29 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
     return out
 
 
+def apply_check_flags(row: dict[str, Any], checks: ChecksConfig) -> dict[str, Any]:
+    """Fold the checks' findings into the review ranking: flip-inconsistent pairs go to review first,
+    lint findings raise the priority. Findings are kept on the row for the report."""
+    findings: list[str] = []
+    if checks.viewpoint_lint and row["best_instruction"]:
+        from editcaption.checks.viewpoint import lint_viewpoint
+
+        findings = sorted({issue.kind for issue in lint_viewpoint(row["best_instruction"], checks.lang)})
+    out = {**row, "lint_findings": json.dumps(findings)}
+    out.setdefault("flip_verdict", None)
+    out.setdefault("flip_reason", None)
+    out.setdefault("flip_details", None)
+    if row["review_priority"] is None:
+        return out
+    reasons = json.loads(row["review_reasons"])
+    priority = row["review_priority"] + checks.lint_review_boost * len(findings)
+    reasons += [f"viewpoint_lint:{kind}" for kind in findings]
+    if out["flip_verdict"] == "inconsistent":
+        priority += checks.flip_review_boost
+        reasons.append("flip_inconsistent")
+    return {**out, "review_priority": priority, "review_reasons": json.dumps(reasons)}
+
+
 def _outcome(candidate: dict[str, Any], overall: float | None, best: bool, status: str) -> str:
     """Why a candidate was or was not kept, so no candidate is dropped without a recorded reason."""
     if candidate["error"]:
@@ -257,9 +299,19 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
         batch_size=batch,
         replicas=_replicas(config.scorer),
     )
-    decided = scored.map(
-        functools.partial(decide, filt=config.filter, routing=config.routing), num_cpus=0.25
-    ).repartition(target_num_rows_per_block=batch)
+    decided = scored.map(functools.partial(decide, filt=config.filter, routing=config.routing), num_cpus=0.25)
+    if config.checks.flip_consistency:
+        from editcaption.checks.flip import FlipConsistencyCheck
+
+        decided = FlipConsistencyCheck(
+            make_engine(config.annotator),
+            sampling=config.sampling,
+            lang=config.checks.lang,
+            batch_size=batch,
+            replicas=_replicas(config.annotator),
+        ).apply(decided)
+    decided = decided.map(functools.partial(apply_check_flags, checks=config.checks), num_cpus=0.25)
+    decided = decided.repartition(target_num_rows_per_block=batch)
     decided.write_datasink(AtomicShardSink(shards_uri))
     return finalize(config, resumed_pairs=len(done), pipeline_seconds=time.time() - started)
 

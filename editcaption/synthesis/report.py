@@ -120,6 +120,8 @@ def _markdown(summary: dict[str, Any], overall_scores: list[float], threshold: f
         stats += f" Keep threshold on overall: {threshold:g}."
     lines += ["## Scores", "", f"![score histograms]({HISTOGRAMS})", "", stats, ""]
 
+    lines += _checks(summary.get("checks") or {})
+
     config = summary.get("config")
     lines += ["## Config", ""]
     if config is None:
@@ -127,6 +129,24 @@ def _markdown(summary: dict[str, Any], overall_scores: list[float], threshold: f
     else:
         lines += ["```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _checks(checks: dict[str, Any]) -> list[str]:
+    """The failure-mode checks' findings, when the run had them on."""
+    flip, lint = checks.get("flip_consistency"), checks.get("viewpoint_lint")
+    if flip is None and lint is None:
+        return []
+    lines = ["## Failure-mode checks", ""]
+    if flip is not None:
+        rate = "n/a (no applicable pair)" if flip["rate"] is None else f"{flip['rate']:.1%}"
+        lines.append(
+            f"Flip consistency: {rate} of {flip['applicable']} applicable pairs "
+            f"({flip['inconsistent']} inconsistent, sent to review; {flip['not_applicable']} not applicable)."
+        )
+    if lint is not None:
+        found = ", ".join(f"{kind}: {n}" for kind, n in sorted(lint.items())) or "none"
+        lines.append(f"Viewpoint lint findings on best instructions: {found}.")
+    return [*lines, ""]
 
 
 def _throughput(summary: dict[str, Any]) -> list[str]:
