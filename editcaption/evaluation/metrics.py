@@ -1,0 +1,233 @@
+"""Evaluation statistics: bootstrap confidence intervals, verdict rates and agreement measures.
+
+Inputs are plain sequences of scores or labels; unlabelled items (None) are counted and left out, never
+filled in. Agreements and kappas are proportions in 0-1, and a kappa whose chance agreement is already
+perfect (every label the same) is undefined and returned as None rather than NaN, so results stay
+valid JSON. Verdict rates are percentages, as the paper reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from editcaption.schema import VERDICTS
+
+_MAX_DRAWS = 2_000_000  # bootstrap indices held in memory at once
+
+
+def bootstrap_ci(
+    values: Iterable[float], n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high): the sample mean and its percentile-bootstrap confidence interval.
+
+    Seeded, so a report recomputed from the same rows shows the same interval. Resamples are drawn in
+    chunks, so memory stays bounded on large benchmarks.
+    """
+    data = np.asarray(list(values), dtype=float)
+    if data.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("bootstrap_ci got a NaN or infinite value")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    chunk = max(1, _MAX_DRAWS // data.size)
+    for start in range(0, n_resamples, chunk):
+        stop = min(start + chunk, n_resamples)
+        means[start:stop] = data[rng.integers(0, data.size, size=(stop - start, data.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(data.mean()), float(low), float(high)
+
+
+def judge_self_consistency(scores_per_pass: Iterable[Sequence[float | None]]) -> dict[str, Any]:
+    """How much a judge's score for one item moves between repeated passes (`num_pass`).
+
+    Each entry holds one item's scores, one per pass; unparsed passes (None) are dropped, and items
+    with fewer than two parsed passes are skipped. `mean_abs_deviation` is the mean over items of the
+    scores' mean distance to their item mean (0 = perfectly stable); `exact_agreement` is the share of
+    items whose passes all gave the same score. For verdicts, use `percent_agreement` on the passes.
+    """
+    deviations, agreeing, skipped = [], 0, 0
+    for passes in scores_per_pass:
+        parsed = np.asarray([s for s in passes if s is not None], dtype=float)
+        if parsed.size < 2:
+            skipped += 1
+            continue
+        deviations.append(float(np.abs(parsed - parsed.mean()).mean()))
+        agreeing += bool(np.all(parsed == parsed[0]))
+    items = len(deviations)
+    return {
+        "items": items,
+        "skipped": skipped,
+        "mean_abs_deviation": float(np.mean(deviations)) if items else None,
+        "exact_agreement": agreeing / items if items else None,
+    }
+
+
+_SWAPPED = {"A": "B", "B": "A", "tie": "tie"}
+
+
+def position_swap_agreement(
+    ab_results: Sequence[str | None], ba_results: Sequence[str | None]
+) -> dict[str, Any]:
+    """Share of A-vs-B comparisons whose preference survives showing the two instructions swapped.
+
+    `ab_results[i]` is the preference ("A", "B", "tie" or None when unparsed) with the first
+    instruction shown as A; `ba_results[i]` the same comparison with it shown as B. Consistent means
+    the same instruction wins both times, or both are ties. Among the inconsistent ones,
+    `first_position` / `second_position` count the judge picking whatever was shown first / second
+    both times (position bias), and `half_tie` a tie on one side only.
+    """
+    if len(ab_results) != len(ba_results):
+        raise ValueError(f"{len(ab_results)} A-B results but {len(ba_results)} B-A results")
+    counts = {"consistent": 0, "first_position": 0, "second_position": 0, "half_tie": 0}
+    skipped = 0
+    for ab, ba in zip(ab_results, ba_results, strict=True):
+        if ab is None or ba is None:
+            skipped += 1
+            continue
+        if ab not in _SWAPPED or ba not in _SWAPPED:
+            raise ValueError(f"preferences must be 'A', 'B', 'tie' or None, got {ab!r} and {ba!r}")
+        if _SWAPPED[ab] == ba:
+            counts["consistent"] += 1
+        elif "tie" in (ab, ba):
+            counts["half_tie"] += 1
+        else:
+            counts["first_position" if ab == "A" else "second_position"] += 1
+    pairs = len(ab_results) - skipped
+    return {
+        "pairs": pairs,
+        "skipped": skipped,
+        **counts,
+        "agreement": counts["consistent"] / pairs if pairs else None,
+    }
+
+
+def human_eval_rates(verdicts: Iterable[str | None]) -> dict[str, Any]:
+    """Counts and percentages of correct / minor_error / critical_error verdicts: the paper's numbers.
+
+    Percentages are over the labelled verdicts (`n`); unlabelled ones (None) are counted in `missing`.
+    Percentages are None when nothing is labelled.
+    """
+    counts = dict.fromkeys(VERDICTS, 0)
+    missing = 0
+    for verdict in verdicts:
+        if verdict is None:
+            missing += 1
+        elif verdict in counts:
+            counts[verdict] += 1
+        else:
+            raise ValueError(f"unknown verdict {verdict!r}; expected one of {VERDICTS}")
+    n = sum(counts.values())
+    percent = {v: 100 * c / n if n else None for v, c in counts.items()}
+    return {"n": n, "missing": missing, "counts": counts, "percent": percent}
+
+
+def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
+    """Cohen's kappa between two raters' labels on the same items: agreement beyond chance."""
+    if len(a) != len(b):
+        raise ValueError(f"raters labelled {len(a)} and {len(b)} items")
+    if not a:
+        raise ValueError("cohen_kappa needs at least one item")
+    if any(x is None for x in (*a, *b)):
+        raise ValueError("drop unlabelled (None) items before computing kappa")
+    labels = {label: i for i, label in enumerate(dict.fromkeys([*a, *b]))}
+    joint = np.zeros((len(labels), len(labels)))
+    np.add.at(joint, ([labels[x] for x in a], [labels[y] for y in b]), 1)
+    joint /= len(a)
+    observed = float(np.trace(joint))
+    chance = float(joint.sum(axis=1) @ joint.sum(axis=0))
+    return _kappa(observed, chance)
+
+
+def rating_table(items: Iterable[Sequence[Hashable]]) -> tuple[np.ndarray, list[Hashable]]:
+    """(items x labels count table, labels in first-seen order) from each item's list of labels."""
+    items = [list(labels) for labels in items]
+    if any(label is None for labels in items for label in labels):
+        raise ValueError("drop unlabelled (None) ratings before building the table")
+    labels = list(dict.fromkeys(label for ratings in items for label in ratings))
+    index = {label: j for j, label in enumerate(labels)}
+    table = np.zeros((len(items), len(labels)), dtype=int)
+    for i, ratings in enumerate(items):
+        for label in ratings:
+            table[i, index[label]] += 1
+    return table, labels
+
+
+def fleiss_kappa(table: Sequence[Sequence[float]] | np.ndarray) -> float | None:
+    """Fleiss' kappa from an items x categories table of how many raters chose each category.
+
+    With the same number of raters per item this is Fleiss' kappa exactly. Items rated by different
+    numbers of people (common in a review queue) use each item's own count in its agreement, the usual
+    extension; every item needs at least two ratings.
+    """
+    counts = _counts(table)
+    chance = float(np.sum((counts.sum(axis=0) / counts.sum()) ** 2))
+    return _kappa(_item_agreement(counts), chance)
+
+
+def percent_agreement(items: Iterable[Sequence[Hashable]]) -> float:
+    """Observed agreement (0-1): the share of agreeing rater pairs per item, averaged over items.
+
+    Each item is the list of labels it got. For two raters this is the share of items they labelled
+    the same; for more, it is the agreement term of Fleiss' kappa.
+    """
+    table, _ = rating_table(items)
+    return _item_agreement(_counts(table))
+
+
+def judge_human_agreement(
+    judge_verdicts: Sequence[str | None], human_verdicts: Sequence[str | None]
+) -> dict[str, Any]:
+    """How often the judge's verdict matches the human one on the same items, raw and chance-corrected.
+
+    Items where either verdict is missing are skipped and counted. `confusion[judge][human]` counts
+    the paired verdicts, so what the judge misses (e.g. critical errors it calls correct) is visible.
+    """
+    if len(judge_verdicts) != len(human_verdicts):
+        raise ValueError(f"{len(judge_verdicts)} judge verdicts but {len(human_verdicts)} human ones")
+    pairs = [(j, h) for j, h in zip(judge_verdicts, human_verdicts, strict=True) if None not in (j, h)]
+    unknown = {v for pair in pairs for v in pair} - set(VERDICTS)
+    if unknown:
+        raise ValueError(f"unknown verdicts {sorted(unknown)}; expected one of {VERDICTS}")
+    confusion = {j: dict.fromkeys(VERDICTS, 0) for j in VERDICTS}
+    for j, h in pairs:
+        confusion[j][h] += 1
+    judge, human = [j for j, _ in pairs], [h for _, h in pairs]
+    return {
+        "items": len(pairs),
+        "skipped": len(judge_verdicts) - len(pairs),
+        "agreement": sum(j == h for j, h in pairs) / len(pairs) if pairs else None,
+        "kappa": cohen_kappa(judge, human) if pairs else None,
+        "confusion": confusion,
+    }
+
+
+def _counts(table: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    counts = np.asarray(table, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] == 0:
+        raise ValueError("expected a non-empty items x categories table")
+    if np.any(counts < 0):
+        raise ValueError("rating counts cannot be negative")
+    if np.any(counts.sum(axis=1) < 2):
+        raise ValueError("every item needs at least two ratings for agreement")
+    return counts
+
+
+def _item_agreement(counts: np.ndarray) -> float:
+    """Mean over items of the share of rater pairs that agree."""
+    per_item = counts.sum(axis=1)
+    return float(np.mean((counts * (counts - 1)).sum(axis=1) / (per_item * (per_item - 1))))
+
+
+def _kappa(observed: float, chance: float) -> float | None:
+    if np.isclose(chance, 1.0):
+        return None
+    return (observed - chance) / (1 - chance)
