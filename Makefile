@@ -31,6 +31,7 @@ format: setup
 bench: setup $(TINY)/config.json  ## engine and synthesis throughput/memory → benchmarks/results/*.json
 	$(PY) benchmarks/engines.py --model $(TINY) --out benchmarks/results/engines.json
 	$(PY) benchmarks/synthesis.py --model $(TINY) --out benchmarks/results/synthesis.json
+	$(PY) benchmarks/checks.py --model $(TINY) --out benchmarks/results/checks.json
 
 clean:
 	rm -rf .cache runs .pytest_cache .ruff_cache
