@@ -6,9 +6,24 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from editcaption.images import ImagePolicy
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class JobInputs(BaseModel):
+    """What every pair-processing job reads, and where it runs; jobs add their own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(description="Pairs: a local path or object-store URI in any supported layout.")
+    format: str = Field("auto", description="auto, folder, manifest, hqedit, bytemorph or webdataset.")
+    output: str = Field(description="Output folder or URI.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many pairs.")
+    images: ImagePolicy = Field(default_factory=ImagePolicy, description="Which images are accepted.")
+    ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
 
 
 class ConfigError(ValueError):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from editcaption.images import ImagePolicy, ImageRejected, decode_image, encode_png
 from editcaption.io.fs import open_fs, to_uri
-from editcaption.io.loading import PairProblem, PairRef, fetch, map_pairs, text_fields
+from editcaption.io.loading import PairProblem, PairReader, PairRef, fetch, map_pairs, text_fields
 from editcaption.io.pairs import ok_row
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def composite_policy(policy: ImagePolicy) -> ImagePolicy:
     )
 
 
-class ByteMorphPairReader:
+class ByteMorphPairReader(PairReader):
     """A folder (searched recursively) of `<stem>.png` + `<stem>.json`; pair_id is the path of the stem
     relative to the root (just the stem when the folder is flat). The halves are re-encoded as PNG."""
 
@@ -38,9 +38,7 @@ class ByteMorphPairReader:
         storage_options: dict[str, Any] | None = None,
         policy: ImagePolicy | None = None,
     ):
-        self.uri = uri
-        self.limit = limit
-        self.storage_options = storage_options
+        super().__init__(uri, limit=limit, storage_options=storage_options)
         self.policy = composite_policy(policy or ImagePolicy())
 
     def read(self) -> Dataset:

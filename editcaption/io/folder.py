@@ -8,7 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from editcaption.io.fs import open_fs, stem, to_uri
-from editcaption.io.loading import PairProblem, PairRef, fetch, map_pairs, text_fields
+from editcaption.io.loading import PairProblem, PairReader, PairRef, fetch, map_pairs, text_fields
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -23,17 +23,12 @@ META_FIELDS = {
 }
 
 
-class FolderPairReader:
+class FolderPairReader(PairReader):
     """`<root>/<id>/source.*` + `<id>/target.*` (+ optional `<id>/meta.json`), pair_id = `<id>`;
     or `<root>/source/<name>.*` + `<root>/target/<name>.*`, pair_id = `<name>`.
 
     A pair with one image missing is read as quarantined `missing_file`, never skipped.
     """
-
-    def __init__(self, uri: str, *, limit: int | None = None, storage_options: dict[str, Any] | None = None):
-        self.uri = uri
-        self.limit = limit
-        self.storage_options = storage_options
 
     def read(self) -> Dataset:
         fs, root = open_fs(self.uri, self.storage_options)

@@ -8,7 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from editcaption.io.fs import open_fs, to_uri
-from editcaption.io.loading import map_pairs
+from editcaption.io.loading import PairReader, map_pairs
 from editcaption.io.manifest import list_parquet, parquet_records, parse_record
 
 if TYPE_CHECKING:
@@ -19,13 +19,8 @@ IMAGE_COLUMNS = ("input_image", "output_image")
 HQEDIT_FIELDS = {"edit": "reference_instruction", "inverse_edit": "inverse_instruction"}
 
 
-class HQEditPairReader:
+class HQEditPairReader(PairReader):
     """A Parquet file or folder of HQ-Edit shards; pair_id is the hash of both images (HQ-Edit has no id)."""
-
-    def __init__(self, uri: str, *, limit: int | None = None, storage_options: dict[str, Any] | None = None):
-        self.uri = uri
-        self.limit = limit
-        self.storage_options = storage_options
 
     def read(self) -> Dataset:
         fs, path = open_fs(self.uri, self.storage_options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -171,3 +172,17 @@ def _guarded(
             target_uri=item.get("target_uri"),
             dataset=dataset,
         )
+
+
+class PairReader(ABC):
+    """A pair format's reader: where to read, at most how many pairs, and the fsspec options that
+    every Ray task opening files under `uri` uses again."""
+
+    def __init__(self, uri: str, *, limit: int | None = None, storage_options: dict[str, Any] | None = None):
+        self.uri = uri
+        self.limit = limit
+        self.storage_options = storage_options
+
+    @abstractmethod
+    def read(self) -> Dataset:
+        """Pair rows (see `io.pairs`), bad pairs as quarantined rows."""

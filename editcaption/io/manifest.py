@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from editcaption.io.fs import arrow_fs, join, open_fs, to_uri
-from editcaption.io.loading import PairProblem, PairRef, map_pairs, text_fields
+from editcaption.io.loading import PairProblem, PairReader, PairRef, map_pairs, text_fields
 from editcaption.io.pairs import BATCH_SIZE, TASK_CPUS
 from editcaption.schema import pair_id_for_uris
 
@@ -35,17 +35,12 @@ MANIFEST_FIELDS = {
 }
 
 
-class ManifestPairReader:
+class ManifestPairReader(PairReader):
     """A `.jsonl` manifest, or a `.parquet` file / folder of them, with `source` and `target` per record.
 
     JSONL lines go through `ray.data.read_text`; Parquet files are listed here and each is read,
     in batches, by one Ray task.
     """
-
-    def __init__(self, uri: str, *, limit: int | None = None, storage_options: dict[str, Any] | None = None):
-        self.uri = uri
-        self.limit = limit
-        self.storage_options = storage_options
 
     def read(self) -> Dataset:
         import ray.data

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from editcaption.io.fs import open_fs, to_uri
-from editcaption.io.loading import PairProblem, PairRef, map_pairs, text_fields
+from editcaption.io.loading import PairProblem, PairReader, PairRef, map_pairs, text_fields
 from editcaption.io.pairs import quarantined_row
 from editcaption.schema import pair_id_for_uris
 
@@ -36,13 +36,8 @@ _RANGE = re.compile(r"(\d+)\.\.(\d+)")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-class WebDatasetPairReader:
+class WebDatasetPairReader(PairReader):
     """A `.tar` shard, a folder of shards, or a brace (`shard-{000..009}.tar`) or glob pattern of them."""
-
-    def __init__(self, uri: str, *, limit: int | None = None, storage_options: dict[str, Any] | None = None):
-        self.uri = uri
-        self.limit = limit
-        self.storage_options = storage_options
 
     def read(self) -> Dataset:
         shards = list_shards(self.uri, self.storage_options)

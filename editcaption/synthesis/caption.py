@@ -12,29 +12,22 @@ import time
 from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from editcaption.config import JobInputs
 from editcaption.engines import EngineConfig, EngineResult, SamplingSettings, make_engine
-from editcaption.images import ImagePolicy
 from editcaption.prompts.instruction import PROMPT_VERSION
 from editcaption.schema import Candidate, QuarantinedPair
 from editcaption.synthesis.job import caption_expand, make_candidate
 
 
-class CaptionJobConfig(BaseModel):
-    """What to read, which engine writes the instructions, and where the results go."""
+class CaptionJobConfig(JobInputs):
+    """The pairs to read (see `JobInputs`), which engine writes the instructions, how many per pair."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    input: str = Field(description="Pairs to caption: a local path or object-store URI (see `read_pairs`).")
-    format: str = Field("auto", description="auto, folder, manifest, hqedit, bytemorph or webdataset.")
     output: str = Field("runs/caption", description="Folder (or URI) the Parquet outputs go to.")
-    limit: int | None = Field(None, ge=1, description="Read at most this many pairs.")
     candidates_per_pair: int = Field(1, ge=1, description="Instructions written per pair.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    images: ImagePolicy = Field(default_factory=ImagePolicy)
     engine: EngineConfig
-    ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
 
 
 def caption_requests(pair: dict[str, Any], n: int, sampling: SamplingSettings) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from editcaption.config import JobInputs
 from editcaption.engines import EngineConfig, EngineRequest, EngineResult, SamplingSettings
-from editcaption.images import ImagePolicy
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.prompts.instruction import PROMPT_VERSION, instruction_messages, parse_instruction
 from editcaption.schema import Candidate
@@ -52,21 +52,15 @@ class ChecksConfig(BaseModel):
     lang: str = Field("en", description="Lexicon language (editcaption/checks/lexicon/<lang>.yaml).")
 
 
-class SynthesisConfig(BaseModel):
-    """The whole Stage 1 job: inputs, both models, thresholds, routing and outputs."""
+class SynthesisConfig(JobInputs):
+    """The whole Stage 1 job: the pairs to read (see `JobInputs`), both models, thresholds, routing."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    input: str = Field(description="Pairs: a local path or object-store URI in any supported layout.")
-    format: str = Field("auto", description="auto, folder, manifest, hqedit, bytemorph or webdataset.")
     output: str = Field("runs/synthesis", description="Output folder or URI; rerunning into it resumes.")
-    limit: int | None = Field(None, ge=1, description="Read at most this many pairs.")
     candidates_per_pair: int = Field(3, ge=1, description="Instructions the annotator writes per pair.")
     sampling: SamplingSettings = Field(
         default_factory=lambda: SamplingSettings(max_tokens=160, temperature=0.7, seed=0),
         description="Annotator sampling; with temperature > 0 candidates differ.",
     )
-    images: ImagePolicy = Field(default_factory=ImagePolicy)
     annotator: EngineConfig
     scorer: EngineConfig
     editscore: EditScoreConfig = Field(default_factory=EditScoreConfig)
@@ -74,7 +68,6 @@ class SynthesisConfig(BaseModel):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
     pairs_per_batch: int = Field(8, ge=1, description="Pairs per engine call and per committed shard.")
-    ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
 
 
 # ---------------------------------------------------------------- caption stage
