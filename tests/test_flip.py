@@ -334,10 +334,10 @@ class ListEngine(Engine):
         self.answer = answer
 
     def apply(self, ds):
-        raise NotImplementedError
+        raise AssertionError("the flip check must go through apply_grouped")
 
     def predictor(self):
-        raise NotImplementedError
+        raise AssertionError("the flip check must go through apply_grouped")
 
     def apply_grouped(self, ds, expand, merge, batch_size=8, replicas=1):
         return [merge(row, [self.answer(r) for r in expand(row)]) for row in ds]

@@ -60,10 +60,11 @@ def _wait_until_up(proc: subprocess.Popen, base: str, log_path: Path, timeout_s:
                 f"the vLLM server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
             )
         try:
-            if httpx.get(base + "/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+            up = httpx.get(base + "/models", timeout=2).status_code == 200
+        except httpx.HTTPError:  # not listening yet
+            up = False
+        if up:
+            return
         time.sleep(1)
     raise TimeoutError(f"the vLLM server did not answer within {timeout_s:.0f} s (log: {log_path})")
 
