@@ -91,6 +91,7 @@ def main() -> None:
         lambda: [hard_negatives(p["pair_id"], p["source"], p["target"], p["instruction"]) for p in pairs]
     )
 
+    engine.close()
     applicable = len(flip_rows)
     report = {
         "model": args.model,

@@ -11,7 +11,6 @@ vLLM baseline also reports its generate-only time.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -54,6 +53,7 @@ def bare_vllm(model: str, requests: list) -> dict:
     from vllm import LLM, SamplingParams
 
     from editcaption.engines.base import request_images
+    from editcaption.engines.vllm_engine import shutdown_llm
 
     started = time.perf_counter()
     llm = LLM(
@@ -74,8 +74,7 @@ def bare_vllm(model: str, requests: list) -> dict:
     outputs = llm.generate(prompts, params, use_tqdm=False)
     done = time.perf_counter()
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    del llm  # the engine core process stops when its LLMEngine is collected
-    gc.collect()
+    shutdown_llm(llm)
     return {
         "load_s": round(loaded - started, 2),
         "generate_s": round(done - gen_start, 2),

@@ -133,6 +133,7 @@ def run_bare(model: str, copies: int) -> dict:
 
     from editcaption.engines import EngineRequest
     from editcaption.engines.base import request_images
+    from editcaption.engines.vllm_engine import shutdown_llm
     from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
     from editcaption.prompts.instruction import instruction_messages
 
@@ -163,6 +164,7 @@ def run_bare(model: str, copies: int) -> dict:
         scoring.append(prompt(perceptual_quality_messages(), [t]))
     llm.generate(scoring, SamplingParams(max_tokens=24, temperature=0.0), use_tqdm=False)
     done = time.perf_counter()
+    shutdown_llm(llm)
     return {
         "pairs": len(pairs),
         "load_s": round(loaded - started, 2),

@@ -131,6 +131,12 @@ class VLLMEngine(Engine):
         return processor(ds)
 
 
+def shutdown_llm(llm: Any) -> None:
+    """Stop an in-process `vllm.LLM`'s engine-core processes now. Dropping the object is not enough:
+    its engine core and worker outlived the Python process that made them in our benchmarks."""
+    llm.llm_engine.engine_core.shutdown()
+
+
 class VLLMPredictor:
     """One in-process `vllm.LLM` per actor, for `apply_grouped`: a batch's requests go to a single
     `generate` call, which vLLM schedules with continuous batching."""
@@ -140,6 +146,9 @@ class VLLMPredictor:
 
         self.config = config
         self.llm = LLM(model=config.model, **config.engine_args())
+
+    def close(self) -> None:
+        shutdown_llm(self.llm)
 
     def answer_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from vllm import SamplingParams
