@@ -224,6 +224,8 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, tiny_model, sampl
     assert {"report.md", "score_histograms.png", "summary.json"} <= {p.name for p in out.iterdir()}
     report = (out / "report.md").read_text()
     assert "MISMATCH" not in report and "Flip consistency" in report
+    assert all(secs > 0 for secs in summary["stage_seconds"].values()) and len(summary["stage_seconds"]) == 2
+    assert "caption (annotator busy)" in report
     flip = summary["checks"]["flip_consistency"]
     assert flip["applicable"] + flip["not_applicable"] == scored
 

@@ -10,6 +10,7 @@ evaluation and benchmarks swap engines without changing their pipelines. A reque
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -102,9 +103,19 @@ class Engine(ABC):
         """(callable class with `answer_many(request_rows)`, its constructor kwargs, Ray resources)."""
 
     def apply_grouped(
-        self, ds: ray.data.Dataset, expand: Expand, merge: Merge, batch_size: int = 8, replicas: int = 1
+        self,
+        ds: ray.data.Dataset,
+        expand: Expand,
+        merge: Merge,
+        batch_size: int = 8,
+        replicas: int = 1,
+        seconds_column: str | None = None,
     ) -> ray.data.Dataset:
-        """Each row → `expand(row)` requests → answers → `merge(row, results)`, in a pool of actors."""
+        """Each row → `expand(row)` requests → answers → `merge(row, results)`, in a pool of actors.
+
+        With `seconds_column`, each row also gets its share of the engine time its batch took, so a
+        job can report per-stage time by summing the column.
+        """
         from ray.data import ActorPoolStrategy
 
         cls, kwargs, resources = self.predictor()
@@ -115,6 +126,7 @@ class Engine(ABC):
                 "predictor_kwargs": kwargs,
                 "expand": expand,
                 "merge": merge,
+                "seconds_column": seconds_column,
             },
             batch_size=batch_size,
             compute=ActorPoolStrategy(size=replicas),
@@ -137,12 +149,21 @@ class GroupedCall:
     """Ray Data callable class behind `Engine.apply_grouped`: all requests of a batch go to the
     predictor at once, so the engine batches across rows."""
 
-    def __init__(self, predictor_cls: type, predictor_kwargs: dict[str, Any], expand: Expand, merge: Merge):
+    def __init__(
+        self,
+        predictor_cls: type,
+        predictor_kwargs: dict[str, Any],
+        expand: Expand,
+        merge: Merge,
+        seconds_column: str | None = None,
+    ):
         self.predictor = predictor_cls(**predictor_kwargs)
         self.expand = expand
         self.merge = merge
+        self.seconds_column = seconds_column
 
     def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+        started = time.perf_counter()
         rows = batch.to_pylist()  # Arrow nulls stay None (numpy batches turn all-null columns into NaN)
         groups = [[r.to_row() for r in self.expand(row)] for row in rows]
         flat = [request for group in groups for request in group]
@@ -151,6 +172,9 @@ class GroupedCall:
             self.merge(row, [EngineResult.from_row(next(answers)) for _ in group])
             for row, group in zip(rows, groups, strict=True)
         ]
+        if self.seconds_column:
+            share = (time.perf_counter() - started) / len(merged)
+            merged = [{**row, self.seconds_column: share} for row in merged]
         return rows_to_batch(merged)
 
 

@@ -62,6 +62,7 @@ _LIGHT = [
     "flip_verdict",
     "lint_findings",
 ]
+_STAGES = {"caption (annotator busy)": "caption_seconds", "score (scorer busy)": "score_seconds"}
 
 
 class _Writer:
@@ -110,7 +111,10 @@ def finalize(
     overall, sc, pq_scores, unparsed_scores = [], [], [], 0
     flips: list[str] = []
     lint: Counter[str] = Counter()
-    for row in iter_committed(shards, columns=_LIGHT):
+    stage_seconds = dict.fromkeys(_STAGES, 0.0)
+    for row in iter_committed(shards, columns=_LIGHT + list(_STAGES.values())):
+        for stage, column in _STAGES.items():
+            stage_seconds[stage] += row[column] or 0.0
         status[row["status"]] += 1
         if row["status"] == "quarantined":
             reasons[row["quarantine_reason"]] += 1
@@ -206,6 +210,7 @@ def finalize(
             "viewpoint_lint": dict(lint) if config.checks.viewpoint_lint else None,
         },
         "seconds": None if pipeline_seconds is None else round(pipeline_seconds, 2),
+        "stage_seconds": {stage: round(secs, 2) for stage, secs in stage_seconds.items()},
         "pairs_per_s": round((pairs - resumed_pairs) / pipeline_seconds, 3) if pipeline_seconds else None,
         "config": json.loads(config.model_dump_json()),
     }

@@ -284,6 +284,7 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
         merge=functools.partial(caption_merge, model=config.annotator.model),
         batch_size=batch,
         replicas=_replicas(config.annotator),
+        seconds_column="caption_seconds",
     )
     scored = scorer.apply_grouped(
         captioned,
@@ -291,6 +292,7 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
         merge=functools.partial(score_merge, cfg=config.editscore, scorer=config.scorer.model),
         batch_size=batch,
         replicas=_replicas(config.scorer),
+        seconds_column="score_seconds",
     )
     decided = scored.map(functools.partial(decide, filt=config.filter, routing=config.routing), num_cpus=0.25)
     if config.checks.flip_consistency:
