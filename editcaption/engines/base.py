@@ -27,6 +27,19 @@ if TYPE_CHECKING:
 RESULT_COLUMNS = ("text", "token_logprobs", "num_output_tokens", "error")
 
 
+class EngineConfigBase(BaseModel):
+    """What every backend's config has: the model, how many copies, and the image pixel budget."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(description="The model: a local path, object-store path or hub id, or the API's name.")
+    replicas: int = Field(
+        1, ge=1, description="Ray actors running the engine; Ray Data spreads batches over them."
+    )
+    max_pixels: int = Field(1_003_520, description="Each image is resized to at most this many pixels...")
+    min_pixels: int = Field(3136, description="...and at least this many.")
+
+
 class SamplingSettings(BaseModel):
     """Sampling for one request; the defaults give reproducible greedy output."""
 

@@ -16,10 +16,11 @@ import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from editcaption.engines.base import (
     Engine,
+    EngineConfigBase,
     request_images,
     result_row,
     rows_to_batch,
@@ -34,25 +35,19 @@ if TYPE_CHECKING:
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
-class OpenAIEngineConfig(BaseModel):
+class OpenAIEngineConfig(EngineConfigBase):
     """An OpenAI-compatible `/chat/completions` endpoint."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     backend: Literal["openai"] = "openai"
     base_url: str = Field(description="Up to and including `/v1`, e.g. `http://127.0.0.1:8000/v1`.")
-    model: str = Field(description="Model name the server expects.")
     api_key_env: str | None = Field(
         "OPENAI_API_KEY", description="Environment variable holding the API key; None sends no key."
     )
     max_concurrency: int = Field(8, ge=1, description="Requests in flight per actor.")
-    replicas: int = Field(1, ge=1, description="Ray actors, each with its own client.")
     batch_size: int = Field(16, ge=1, description="Requests per Ray Data batch.")
     timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout.")
     max_retries: int = Field(4, ge=0, description="Retries after the first attempt.")
     backoff_s: float = Field(1.0, ge=0, description="First retry waits about this long, doubling after.")
-    max_pixels: int = Field(1_003_520, description="Images are resized to at most this many pixels.")
-    min_pixels: int = Field(3136)
 
     def api_key(self) -> str | None:
         if self.api_key_env is None:

