@@ -111,9 +111,17 @@ def _later(name: str, issue: int, what: str) -> None:
     app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
 
 
-_later("review", 4, "Human review web app: refine, prefer, judge")
-_later("train", 5, "SFT and HAE-DPO on Ray Train + DeepSpeed")
-_later("eval", 6, "Benchmarks, VLM judge, human-eval metrics, reports")
-_later("serve", 7, "Ray Serve endpoint for the captioner")
 _later("checks", 8, "Failure-mode toolkit: flip consistency, viewpoint lint, attribute coverage")
 _later("demo", 9, "The miniature world, end to end")
+
+
+# Each stage package owns its commands; their modules import heavy libraries only inside commands.
+from editcaption.evaluation.cli import eval_command  # noqa: E402
+from editcaption.review.cli import app as review_app  # noqa: E402
+from editcaption.serving.cli import serve_command  # noqa: E402
+from editcaption.training.cli import app as train_app  # noqa: E402
+
+app.add_typer(review_app, name="review")
+app.add_typer(train_app, name="train")
+app.command("eval")(eval_command)
+app.command("serve")(serve_command)

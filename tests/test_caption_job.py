@@ -86,5 +86,5 @@ def test_stages_of_later_releases_are_listed_and_say_so():
     result = CliRunner().invoke(app, ["--help"])
     for stage in ("caption", "synthesize", "review", "train", "eval", "serve", "checks", "demo", "fixtures"):
         assert stage in result.output
-    later = CliRunner().invoke(app, ["train", "sft", "--config", "x.yaml"])
-    assert later.exit_code == 2 and "issue #5" in later.output
+    later = CliRunner().invoke(app, ["demo"])
+    assert later.exit_code == 2 and "issue #9" in later.output

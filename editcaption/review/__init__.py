@@ -1,0 +1,1 @@
+"""Human review web app: refine, prefer and judge tasks (issue #4)."""

@@ -1,0 +1,1 @@
+"""Ray Serve endpoint for the captioner (issue #7)."""

@@ -1,0 +1,1 @@
+"""SFT and HAE-DPO training on Ray Train + DeepSpeed (issue #5)."""
