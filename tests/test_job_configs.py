@@ -1,4 +1,7 @@
-"""Every shipped job config validates against its job's config model, so configs cannot drift."""
+"""Every shipped caption and synthesis config validates against its job's config model.
+
+Configs of the other stages (`train-*`, `eval-*`) are validated by those stages' own tests.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,11 @@ from editcaption.synthesis.caption import CaptionJobConfig
 from editcaption.synthesis.job import SynthesisConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "ray_jobs" / "configs").glob("*.yaml"))
+CONFIGS = sorted(
+    p
+    for p in (ROOT / "ray_jobs" / "configs").glob("*.yaml")
+    if p.name.startswith(("caption-", "synthesis-", "demo"))
+)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
