@@ -1,0 +1,593 @@
+"""The review store: users, items, per-annotator assignments and their answers, through SQLAlchemy 2.
+
+SQLite (the default) runs in WAL mode with `synchronous=FULL` and a busy timeout, and every write
+takes the write lock up front (`BEGIN IMMEDIATE`), so concurrent annotators queue instead of failing
+and an acknowledged submission has reached the disk. PostgreSQL (`postgresql+psycopg://…`) serves
+teams. An answer lives on its assignment row: a submission is one small UPDATE, and undo puts the row
+back in the queue.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from editcaption.review.tasks import TASK_KINDS, BadResult, validate_payload, validate_result
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_HASHER = PasswordHasher()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Item(Base):
+    """One thing to review. Images are stored bytes, or paths relative to the server's data folder."""
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("project", "kind", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(256))
+    pair_id: Mapped[str] = mapped_column(String(256))
+    source: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    target: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    source_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    target_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Assignment(Base):
+    """An item given to one annotator; status pending → done or skipped, with the answer once done."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("item_id", "user_id"),
+        Index("ix_assignments_queue", "user_id", "status", "item_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    seq: Mapped[int] = mapped_column(Integer, default=0, doc="Bumped on every answer, skip or undo.")
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class NewItem(BaseModel):
+    """An item to import; `key` tells items of the same pair apart (e.g. one judge item per model)."""
+
+    project: str = Field(min_length=1, max_length=128)
+    kind: str
+    pair_id: str = Field(min_length=1)
+    key: str | None = Field(default=None, description="Defaults to the pair id.")
+    source: bytes | None = None
+    target: bytes | None = None
+    source_path: str | None = Field(default=None, description="Relative to the server's --data folder.")
+    target_path: str | None = None
+    payload: dict[str, Any]
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in TASK_KINDS:
+            raise ValueError(f"unknown task kind {kind!r}; kinds: {', '.join(TASK_KINDS)}")
+        return kind
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    id: int
+    name: str
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What a task page needs: the assignment, its item and where its images come from."""
+
+    assignment_id: int
+    status: str
+    result: dict[str, Any] | None
+    item_id: int
+    project: str
+    kind: str
+    pair_id: str
+    payload: dict[str, Any]
+    has_source_bytes: bool
+    has_target_bytes: bool
+    source_path: str | None
+    target_path: str | None
+
+
+@dataclass(frozen=True)
+class DoneRow:
+    """One answered assignment with what the exports need about its item and annotator."""
+
+    assignment_id: int
+    item_id: int
+    project: str
+    kind: str
+    pair_id: str
+    payload: dict[str, Any]
+    annotator: str
+    result: dict[str, Any]
+    submitted_at: datetime
+
+
+class StoreError(ValueError):
+    """A request the store refuses; the message says why."""
+
+
+class NotYours(StoreError):
+    """The assignment does not exist or belongs to another annotator (the two look the same)."""
+
+
+def check_name(name: str) -> str:
+    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+        raise StoreError(f"user name {name!r} must be 1-64 characters of letters, digits, '.', '_' or '-'")
+    return name
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+class Store:
+    """All reads and writes of the review app; one instance per process, safe to share between threads."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine = _make_engine(url)
+        if create:
+            Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A transaction that holds the write lock from its start (SQLite), committed on exit."""
+        with self.engine.connect() as conn:
+            conn.execution_options(begin="IMMEDIATE")
+            with Session(bind=conn) as session, session.begin():
+                yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine) as session:
+            yield session
+
+    # --- settings -------------------------------------------------------------------------------
+    def secret(self) -> str:
+        """The cookie-signing key, created once per store so every server process on it agrees."""
+        with self._read() as s:
+            row = s.get(Setting, "secret_key")
+            if row is not None:
+                return row.value
+        with self._write() as s:
+            row = s.get(Setting, "secret_key")
+            if row is None:
+                row = Setting(name="secret_key", value=secrets.token_urlsafe(48))
+                s.add(row)
+            return row.value
+
+    # --- users ----------------------------------------------------------------------------------
+    def add_user(self, name: str, password: str, *, admin: bool = False, replace: bool = False) -> int:
+        """Create an account (or reset its password with `replace`); passwords are stored as argon2 hashes."""
+        check_name(name)
+        if len(password) < 8:
+            raise StoreError("a password needs at least 8 characters")
+        hashed = _HASHER.hash(password)
+        with self._write() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is not None and not replace:
+                raise StoreError(f"user {name!r} exists already (use --replace to reset the password)")
+            if user is None:
+                user = User(name=name, created_at=_now())
+                s.add(user)
+            user.password_hash, user.is_admin = hashed, admin
+            s.flush()
+            return user.id
+
+    def ensure_user(self, name: str, *, admin: bool = False) -> int:
+        """An account with no usable password (it cannot log in) for imported or seeded answers."""
+        check_name(name)
+        with self._write() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                user = User(name=name, password_hash="!", is_admin=admin, created_at=_now())
+                s.add(user)
+                s.flush()
+            return user.id
+
+    def authenticate(self, name: str, password: str) -> UserInfo | None:
+        """The user if the password matches; None otherwise (unknown names cost a hash too)."""
+        with self._read() as s:
+            user = s.scalar(select(User).where(User.name == name))
+        stored = user.password_hash if user is not None else _dummy_hash()
+        try:
+            _HASHER.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        return _info(user) if user is not None else None
+
+    def user(self, user_id: int) -> UserInfo | None:
+        with self._read() as s:
+            user = s.get(User, user_id)
+            return _info(user) if user is not None else None
+
+    def users(self) -> list[UserInfo]:
+        with self._read() as s:
+            return [_info(u) for u in s.scalars(select(User).order_by(User.name))]
+
+    def user_id(self, name: str) -> int:
+        with self._read() as s:
+            uid = s.scalar(select(User.id).where(User.name == name))
+        if uid is None:
+            raise StoreError(f"no user {name!r}; create it with `editcaption review user add {name}`")
+        return uid
+
+    # --- items and assignments ------------------------------------------------------------------
+    def add_items(self, items: Iterable[NewItem]) -> tuple[list[int], int]:
+        """(ids of the items, new or already there, in input order; how many were new).
+
+        Importing the same queue twice adds nothing: an item is keyed by (project, kind, key).
+        """
+        ids, added = [], 0
+        with self._write() as s:
+            for new in items:
+                key = new.key or new.pair_id
+                found = s.scalar(
+                    select(Item.id).where(Item.project == new.project, Item.kind == new.kind, Item.key == key)
+                )
+                if found is not None:
+                    ids.append(found)
+                    continue
+                try:
+                    payload = validate_payload(new.kind, new.payload)
+                except BadResult as exc:
+                    raise StoreError(f"item {new.pair_id}: {exc}") from None
+                item = Item(
+                    project=new.project,
+                    kind=new.kind,
+                    key=key,
+                    pair_id=new.pair_id,
+                    source=new.source,
+                    target=new.target,
+                    source_path=new.source_path,
+                    target_path=new.target_path,
+                    payload=payload,
+                    created_at=_now(),
+                )
+                s.add(item)
+                s.flush()
+                ids.append(item.id)
+                added += 1
+        return ids, added
+
+    def assign(self, item_ids: Iterable[int], annotators: list[str], k: int) -> int:
+        """Give each item to `k` distinct annotators, least-loaded first; returns new assignments.
+
+        Items that already have assignments keep them and get only the missing ones.
+        """
+        if k < 1 or k > len(annotators):
+            raise StoreError(f"--assign {k} needs 1 to {len(annotators)} annotators (got {len(annotators)})")
+        uids = {name: self.user_id(name) for name in annotators}
+        created = 0
+        with self._write() as s:
+            load = dict.fromkeys(uids.values(), 0)
+            for uid, count in s.execute(
+                select(Assignment.user_id, func.count())
+                .where(Assignment.user_id.in_(load), Assignment.status == "pending")
+                .group_by(Assignment.user_id)
+            ):
+                load[uid] = count
+            for item_id in item_ids:
+                have = set(s.scalars(select(Assignment.user_id).where(Assignment.item_id == item_id)))
+                free = sorted((uid for uid in load if uid not in have), key=lambda u: (load[u], u))
+                for uid in free[: max(0, k - len(have & set(load)))]:
+                    s.add(Assignment(item_id=item_id, user_id=uid, status="pending", seq=0))
+                    load[uid] += 1
+                    created += 1
+        return created
+
+    def assign_to(self, item_id: int, user_id: int) -> int:
+        """Give one item to one annotator (no-op if already theirs); the assignment id."""
+        with self._write() as s:
+            found = s.scalar(
+                select(Assignment.id).where(Assignment.item_id == item_id, Assignment.user_id == user_id)
+            )
+            if found is not None:
+                return found
+            assignment = Assignment(item_id=item_id, user_id=user_id, status="pending", seq=0)
+            s.add(assignment)
+            s.flush()
+            return assignment.id
+
+    def next_assignment(
+        self, user_id: int, kind: str | None = None, project: str | None = None
+    ) -> int | None:
+        """The annotator's first pending assignment (in import order), optionally of one kind/project."""
+        query = (
+            select(Assignment.id)
+            .join(Item, Item.id == Assignment.item_id)
+            .where(Assignment.user_id == user_id, Assignment.status == "pending")
+            .order_by(Assignment.item_id)
+            .limit(1)
+        )
+        if kind:
+            query = query.where(Item.kind == kind)
+        if project:
+            query = query.where(Item.project == project)
+        with self._read() as s:
+            return s.scalar(query)
+
+    def task(self, user_id: int, assignment_id: int) -> TaskView:
+        """The assignment if it is this annotator's; NotYours otherwise."""
+        with self._read() as s:
+            row = s.execute(
+                select(Assignment, Item)
+                .join(Item, Item.id == Assignment.item_id)
+                .where(Assignment.id == assignment_id, Assignment.user_id == user_id)
+            ).first()
+            if row is None:
+                raise NotYours(f"no task {assignment_id} assigned to you")
+            a, item = row
+            return TaskView(
+                assignment_id=a.id,
+                status=a.status,
+                result=a.result,
+                item_id=item.id,
+                project=item.project,
+                kind=item.kind,
+                pair_id=item.pair_id,
+                payload=item.payload,
+                has_source_bytes=item.source is not None,
+                has_target_bytes=item.target is not None,
+                source_path=item.source_path,
+                target_path=item.target_path,
+            )
+
+    def image(self, user_id: int, assignment_id: int, which: str) -> tuple[bytes | None, str | None]:
+        """(stored bytes, or None and the data-relative path) of one of the annotator's task images."""
+        column = {"source": (Item.source, Item.source_path), "target": (Item.target, Item.target_path)}
+        if which not in column:
+            raise StoreError(f"image must be 'source' or 'target', not {which!r}")
+        with self._read() as s:
+            row = s.execute(
+                select(*column[which])
+                .join(Assignment, Assignment.item_id == Item.id)
+                .where(Assignment.id == assignment_id, Assignment.user_id == user_id)
+            ).first()
+        if row is None:
+            raise NotYours(f"no task {assignment_id} assigned to you")
+        return row[0], row[1]
+
+    def submit(self, user_id: int, assignment_id: int, answer: dict[str, Any]) -> dict[str, Any]:
+        """Validate and store an answer (replacing an earlier one); returns it once committed."""
+        with self._write() as s:
+            kind = s.scalar(
+                select(Item.kind)
+                .join(Assignment, Assignment.item_id == Item.id)
+                .where(Assignment.id == assignment_id, Assignment.user_id == user_id)
+            )
+            if kind is None:
+                raise NotYours(f"no task {assignment_id} assigned to you")
+            result = validate_result(kind, answer)
+            s.execute(
+                update(Assignment)
+                .where(Assignment.id == assignment_id)
+                .values(status="done", result=result, submitted_at=_now(), seq=Assignment.seq + 1)
+            )
+        return result
+
+    def skip(self, user_id: int, assignment_id: int) -> None:
+        self._set_status(user_id, assignment_id, "skipped")
+
+    def undo(self, user_id: int) -> int | None:
+        """Put the annotator's latest answered or skipped assignment back in their queue; its id."""
+        with self._write() as s:
+            last = s.scalar(
+                select(Assignment.id)
+                .where(Assignment.user_id == user_id, Assignment.status.in_(("done", "skipped")))
+                .order_by(Assignment.submitted_at.desc(), Assignment.id.desc())
+                .limit(1)
+            )
+            if last is not None:
+                s.execute(
+                    update(Assignment)
+                    .where(Assignment.id == last)
+                    .values(status="pending", result=None, submitted_at=None, seq=Assignment.seq + 1)
+                )
+        return last
+
+    def requeue_skipped(self, user_id: int) -> int:
+        """Return the annotator's skipped assignments to their queue; how many."""
+        with self._write() as s:
+            res = s.execute(
+                update(Assignment)
+                .where(Assignment.user_id == user_id, Assignment.status == "skipped")
+                .values(status="pending", submitted_at=None, seq=Assignment.seq + 1)
+            )
+            return res.rowcount
+
+    def _set_status(self, user_id: int, assignment_id: int, status: str) -> None:
+        with self._write() as s:
+            res = s.execute(
+                update(Assignment)
+                .where(Assignment.id == assignment_id, Assignment.user_id == user_id)
+                .values(status=status, result=None, submitted_at=_now(), seq=Assignment.seq + 1)
+            )
+            if res.rowcount != 1:
+                raise NotYours(f"no task {assignment_id} assigned to you")
+
+    # --- reporting ------------------------------------------------------------------------------
+    def progress(self, user_id: int | None = None) -> list[dict[str, Any]]:
+        """Counts of pending/done/skipped per (annotator, project, kind), optionally for one annotator."""
+        query = (
+            select(User.name, Item.project, Item.kind, Assignment.status, func.count())
+            .select_from(Assignment)
+            .join(Item, Item.id == Assignment.item_id)
+            .join(User, User.id == Assignment.user_id)
+            .group_by(User.name, Item.project, Item.kind, Assignment.status)
+        )
+        if user_id is not None:
+            query = query.where(Assignment.user_id == user_id)
+        table: dict[tuple[str, str, str], dict[str, Any]] = {}
+        with self._read() as s:
+            for name, project, kind, status, count in s.execute(query):
+                row = table.setdefault(
+                    (name, project, kind),
+                    {
+                        "annotator": name,
+                        "project": project,
+                        "kind": kind,
+                        "pending": 0,
+                        "done": 0,
+                        "skipped": 0,
+                    },
+                )
+                row[status] = count
+        for row in table.values():
+            total = row["pending"] + row["done"] + row["skipped"]
+            row["total"], row["percent_done"] = total, 100 * row["done"] / total if total else 0.0
+        return sorted(table.values(), key=lambda r: (r["project"], r["kind"], r["annotator"]))
+
+    def done(self, kind: str | None = None, project: str | None = None) -> Iterator[DoneRow]:
+        """Every answered assignment, ordered by item then annotator, streamed in chunks."""
+        query = (
+            select(Assignment, Item.project, Item.kind, Item.pair_id, Item.payload, User.name)
+            .join(Item, Item.id == Assignment.item_id)
+            .join(User, User.id == Assignment.user_id)
+            .where(Assignment.status == "done")
+            .order_by(Assignment.item_id, User.name)
+        )
+        if kind:
+            query = query.where(Item.kind == kind)
+        if project:
+            query = query.where(Item.project == project)
+        with self._read() as s:
+            for a, proj, k, pair_id, payload, name in s.execute(query.execution_options(yield_per=500)):
+                yield DoneRow(a.id, a.item_id, proj, k, pair_id, payload, name, a.result, a.submitted_at)
+
+    def item_images(self, item_id: int) -> tuple[bytes | None, bytes | None, str | None, str | None]:
+        """(source bytes, target bytes, source path, target path) of an item, for exports."""
+        with self._read() as s:
+            row = s.execute(
+                select(Item.source, Item.target, Item.source_path, Item.target_path).where(Item.id == item_id)
+            ).first()
+        if row is None:
+            raise StoreError(f"no item {item_id}")
+        return row[0], row[1], row[2], row[3]
+
+    def items(self, kind: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
+        """Item metadata (no image bytes) with their annotators, for Label Studio exports."""
+        query = select(Item.id, Item.project, Item.kind, Item.pair_id, Item.payload).order_by(Item.id)
+        if kind:
+            query = query.where(Item.kind == kind)
+        if project:
+            query = query.where(Item.project == project)
+        with self._read() as s:
+            return [
+                {"id": i, "project": p, "kind": k, "pair_id": pid, "payload": payload}
+                for i, p, k, pid, payload in s.execute(query)
+            ]
+
+    def assignment_id(self, item_id: int, user_id: int) -> int | None:
+        with self._read() as s:
+            return s.scalar(
+                select(Assignment.id).where(Assignment.item_id == item_id, Assignment.user_id == user_id)
+            )
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('begin', 'DEFERRED')}")
+
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+    raise StoreError(f"store URL {url!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+
+
+def _info(user: User) -> UserInfo:
+    return UserInfo(id=user.id, name=user.name, is_admin=user.is_admin)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash to verify unknown names against, so a wrong name takes as long as a wrong password."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
