@@ -1,12 +1,278 @@
-"""`editcaption review …` commands (placeholder until issue #4 lands)."""
+"""`editcaption review …`: serve the app, manage accounts, import tasks, export answers, show statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Human review web app: refine, prefer, judge (issue #4).", no_args_is_help=True)
+app = typer.Typer(help="Human review web app: refine, prefer and judge tasks.", no_args_is_help=True)
+user_app = typer.Typer(help="Annotator and admin accounts.", no_args_is_help=True)
+ls_app = typer.Typer(help="Round trip with Label Studio (labeling config, tasks, annotation exports).")
+app.add_typer(user_app, name="user")
+app.add_typer(ls_app, name="labelstudio")
+
+PASSWORD_ENV = "EDITCAPTION_REVIEW_PASSWORD"
+DEFAULT_STORE = "sqlite:///review.db"
+
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        envvar="EDITCAPTION_REVIEW_STORE",
+        help="Store URL: sqlite:///PATH (WAL mode) or postgresql+psycopg://USER@HOST:PORT/DB.",
+    ),
+]
+KindOpt = Annotated[str, typer.Option("--kind", help="Task kind: refine, prefer or judge.")]
+ProjectOpt = Annotated[str | None, typer.Option("--project", help="Only this project (default: all).")]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Folder whose images may be served/read; nothing outside it is ever served."),
+]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command("serve")
-def serve() -> None:
-    """Start the review web app (not in this release yet: issue #4)."""
-    typer.echo("`editcaption review serve` is not in this release yet (issue #4).", err=True)
-    raise typer.Exit(2)
+def serve(
+    store: StoreOpt = DEFAULT_STORE,
+    data: DataOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (0.0.0.0 for a team network).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    secure_cookies: Annotated[bool, typer.Option(help="HTTPS-only cookies; set when behind TLS.")] = False,
+) -> None:
+    """Start the review web app."""
+    import uvicorn
+
+    from editcaption.review.app import ReviewAppConfig, create_app
+
+    if data is not None and not data.is_dir():
+        _fail(f"--data {data} is not a folder")
+    config = ReviewAppConfig(store=store, data=data, secure_cookies=secure_cookies)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="Login name: letters, digits, '.', '_' or '-'.")],
+    store: StoreOpt = DEFAULT_STORE,
+    admin: Annotated[bool, typer.Option("--admin", help="May see the admin pages and export.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Reset the password of an existing account.")
+    ] = False,
+) -> None:
+    """Create an account. The password comes from stdin, $EDITCAPTION_REVIEW_PASSWORD or a prompt, never argv."""
+    from editcaption.review.store import Store, StoreError
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif os.environ.get(PASSWORD_ENV):
+        password = os.environ[PASSWORD_ENV]
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with Store(store) as s:
+            s.add_user(name, password, admin=admin, replace=replace)
+    except StoreError as exc:
+        _fail(str(exc))
+    typer.echo(f"{'admin' if admin else 'annotator'} {name} ready")
+
+
+@user_app.command("list")
+def user_list(store: StoreOpt = DEFAULT_STORE) -> None:
+    """List accounts."""
+    from editcaption.review.store import Store
+
+    with Store(store) as s:
+        for u in s.users():
+            typer.echo(f"{u.name}{' (admin)' if u.is_admin else ''}")
+
+
+@app.command("import")
+def import_cmd(
+    source: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="A synthesis output folder, its review_queue.parquet, or a pair dataset (any editcaption layout).",
+        ),
+    ],
+    kind: KindOpt,
+    store: StoreOpt = DEFAULT_STORE,
+    assign: Annotated[int, typer.Option("--assign", help="Annotators per item (k).")] = 1,
+    annotators: Annotated[
+        str | None, typer.Option(help="Comma-separated accounts to assign to (default: every non-admin).")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Project name (default: the source's folder name).")
+    ] = None,
+    benchmark: Annotated[
+        str | None, typer.Option(help="Judge tasks: benchmark name (default: dataset or project).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Judge tasks from a pair dataset: who wrote its instructions.")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Pair datasets: keep paths (not bytes) for images inside this served folder."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Import at most this many items.")] = None,
+) -> None:
+    """Import tasks and assign each to k annotators (importing the same items again adds nothing)."""
+    from editcaption.review.importers import import_tasks
+    from editcaption.review.store import Store, StoreError
+
+    if not source.exists():
+        _fail(f"--from {source} does not exist")
+    name = project or (source.parent.name if source.is_file() else source.resolve().name)
+    try:
+        with Store(store) as s:
+            people = (
+                [a.strip() for a in annotators.split(",") if a.strip()]
+                if annotators
+                else [u.name for u in s.users() if not u.is_admin]
+            )
+            summary = import_tasks(
+                s,
+                source,
+                kind,
+                project=name,
+                annotators=people,
+                assign=assign,
+                benchmark=benchmark,
+                model=model,
+                data_dir=data,
+                limit=limit,
+            )
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+    finally:
+        if "ray" in sys.modules:
+            import ray
+
+            ray.shutdown()
+    typer.echo(
+        f"project {name}: {summary.items} {kind} items ({summary.new_items} new), "
+        f"{summary.assignments} new assignments; skipped {dict(summary.skipped) or 'none'}"
+    )
+
+
+@app.command("export")
+def export_cmd(
+    kind: Annotated[str, typer.Option("--kind", help="sft (refined, TRL format), preference or judgment.")],
+    out: Annotated[Path, typer.Option("--out", help="Output file, .parquet or .jsonl.")],
+    store: StoreOpt = DEFAULT_STORE,
+    data: DataOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Write the answers as contract records (SFTRecord/TRL, PreferencePair, Judgment)."""
+    from editcaption.review.exports import export
+
+    try:
+        summary = export(store, kind, out, data_dir=data, project=project)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"{summary.rows} {kind} rows → {summary.path}; left out {summary.skipped or 'none'}")
+
+
+@app.command("stats")
+def stats_cmd(
+    store: StoreOpt = DEFAULT_STORE,
+    project: ProjectOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full statistics as JSON.")] = False,
+) -> None:
+    """Progress, agreement (percent, Fleiss' and Cohen's kappa) and human-eval rates by model and benchmark."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from editcaption.review.stats import review_stats
+    from editcaption.review.store import Store
+
+    with Store(store, create=False) as s:
+        stats = review_stats(s, project)
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2, default=str))
+        return
+    console = Console()
+    progress = Table("annotator", "project", "kind", "done", "skipped", "pending", "% done", title="Progress")
+    for r in stats["progress"]:
+        progress.add_row(
+            r["annotator"],
+            r["project"],
+            r["kind"],
+            *(str(r[k]) for k in ("done", "skipped", "pending")),
+            f"{r['percent_done']:.0f}",
+        )
+    console.print(progress)
+    agree = Table("kind", "label", "items 2+", "% agreement", "Fleiss κ", "Cohen κ", title="Agreement")
+    for kind, a in stats["agreement"].items():
+        cohen = ", ".join(f"{'-'.join(c['annotators'])}: {_num(c['kappa'])}" for c in a["cohen_kappa"])
+        pct = _num(100 * a["percent_agreement"], 1) if a["percent_agreement"] is not None else "–"
+        agree.add_row(
+            kind, a["label"], str(a["items_with_2plus"]), pct, _num(a["fleiss_kappa"]), cohen or "–"
+        )
+    console.print(agree)
+    rates = Table("group", "n", "correct %", "minor error %", "critical error %", title="Human evaluation")
+    for label in ("by_model", "by_benchmark"):
+        for name, r in stats["human_eval"][label].items():
+            p = r["percent"]
+            rates.add_row(
+                f"{label[3:]}: {name}",
+                str(r["n"]),
+                _num(p["correct"], 1),
+                _num(p["minor_error"], 1),
+                _num(p["critical_error"], 1),
+            )
+    console.print(rates)
+
+
+@ls_app.command("export")
+def labelstudio_export(
+    kind: KindOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for config.xml and tasks.json.")],
+    store: StoreOpt = DEFAULT_STORE,
+    project: ProjectOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Write a Label Studio labeling config (XML) and task JSON (images inline as data URIs)."""
+    from editcaption.review.labelstudio import export_labelstudio
+    from editcaption.review.store import Store
+
+    with Store(store, create=False) as s:
+        n = export_labelstudio(s, kind, out, project=project, data_dir=data)
+    typer.echo(f"{n} {kind} tasks → {out}/tasks.json; labeling config → {out}/config.xml")
+
+
+@ls_app.command("import")
+def labelstudio_import(
+    source: Annotated[Path, typer.Option("--from", help="Label Studio JSON export of annotated tasks.")],
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Store Label Studio annotations as answers (annotators are matched or created by e-mail name)."""
+    from editcaption.review.labelstudio import import_labelstudio
+    from editcaption.review.store import Store
+
+    try:
+        with Store(store, create=False) as s:
+            summary = import_labelstudio(s, source)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"stored {summary['stored']} annotations; skipped {summary['skipped'] or 'none'}")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"

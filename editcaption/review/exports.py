@@ -48,7 +48,7 @@ def sft_records(
     for row in store.done("refine", project):
         if row.result["action"] != "accept":
             continue
-        source, target = _images(store, row, data_dir)
+        source, target = item_images(store, row.item_id, row.pair_id, data_dir)
         yield SFTRecord(
             pair_id=row.pair_id,
             source=source,
@@ -76,7 +76,7 @@ def preference_pairs(
             continue
         majority = [r for r in rows if r.result["chosen"] == top]
         payload = rows[0].payload
-        source, target = _images(store, rows[0], data_dir)
+        source, target = item_images(store, rows[0].item_id, rows[0].pair_id, data_dir)
         yield PreferencePair(
             pair_id=rows[0].pair_id,
             source=source,
@@ -185,16 +185,17 @@ def _mode(values: list[str], order: tuple[str, ...]) -> str:
     return max(counts, key=lambda v: (counts[v], -order.index(v)))
 
 
-def _images(store: Store, row: DoneRow, data_dir: str | Path | None) -> tuple[bytes, bytes]:
-    source, target, source_path, target_path = store.item_images(row.item_id)
-    return _bytes(source, source_path, data_dir, row), _bytes(target, target_path, data_dir, row)
+def item_images(store: Store, item_id: int, pair_id: str, data_dir: str | Path | None) -> tuple[bytes, bytes]:
+    """An item's (source, target) bytes: stored ones, or read from the data folder (b"" when it has none)."""
+    source, target, source_path, target_path = store.item_images(item_id)
+    return _bytes(source, source_path, data_dir, pair_id), _bytes(target, target_path, data_dir, pair_id)
 
 
-def _bytes(data: bytes | None, path: str | None, data_dir: str | Path | None, row: DoneRow) -> bytes:
+def _bytes(data: bytes | None, path: str | None, data_dir: str | Path | None, pair_id: str) -> bytes:
     if data is not None:
         return data
     if path is None:
         return b""
     if data_dir is None:
-        raise ValueError(f"pair {row.pair_id}: its images are files in the data folder; pass --data DIR")
+        raise ValueError(f"pair {pair_id}: its images are files in the data folder; pass --data DIR")
     return resolve_image(data_dir, path).read_bytes()

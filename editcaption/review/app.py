@@ -1,0 +1,346 @@
+"""The review web app: server-rendered pages for login, the three task kinds, progress and admin.
+
+Every request carries a signed session cookie (itsdangerous) holding the user id and a CSRF token;
+every POST must send that token back (form field `csrf_token` or header `X-CSRF-Token`). Store calls
+are blocking, so handlers that touch the store are plain `def`s (FastAPI runs them in its thread
+pool). A request that asks for JSON (`Accept: application/json`) gets JSON answers and errors,
+anyone else gets pages; either way a bad request is a 4xx with the reason.
+"""
+
+import secrets
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from editcaption.review.exports import EXPORT_KINDS, export
+from editcaption.review.paths import UnsafePath, media_type, resolve_image
+from editcaption.review.stats import review_stats
+from editcaption.review.store import NotYours, Store, StoreError, UserInfo
+from editcaption.review.tasks import TASK_KINDS, BadResult
+from editcaption.schema import ERROR_TYPES, SEVERITIES, VERDICTS
+
+_HERE = Path(__file__).parent
+COOKIE = "ec_review"
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+class ReviewAppConfig(BaseModel):
+    """How `editcaption review serve` runs the app."""
+
+    store: str = Field(description="SQLAlchemy URL: sqlite:///PATH (default kind) or postgresql+psycopg://…")
+    data: Path | None = Field(
+        default=None, description="Folder images may be served from; None serves only images stored per task."
+    )
+    session_hours: float = Field(default=12.0, gt=0, description="A login lasts this long.")
+    secure_cookies: bool = Field(default=False, description="Mark cookies HTTPS-only (set behind TLS).")
+
+
+class HTTPError(Exception):
+    """A refused request: status and the reason shown to the user."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def create_app(config: ReviewAppConfig) -> FastAPI:
+    store = Store(config.store)
+    signer = URLSafeTimedSerializer(store.secret(), salt="editcaption-review-session")
+    max_age = int(config.session_hours * 3600)
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.globals.update(error_types=ERROR_TYPES, severities=SEVERITIES, verdicts=VERDICTS)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="EditCaption review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.store = store
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+
+    @app.middleware("http")
+    async def session_cookie(request: Request, call_next: Any) -> Response:
+        session, fresh = None, False
+        raw = request.cookies.get(COOKIE)
+        if raw:
+            try:
+                session = signer.loads(raw, max_age=max_age)
+            except BadSignature:
+                session = None
+        if not isinstance(session, dict) or "c" not in session:
+            session, fresh = {"u": None, "c": secrets.token_urlsafe(32)}, True
+        request.state.session = session
+        request.state.session_changed = fresh
+        response = await call_next(request)
+        if request.state.session_changed:
+            response.set_cookie(
+                COOKIE,
+                signer.dumps(request.state.session),
+                max_age=max_age,
+                httponly=True,
+                samesite="lax",
+                secure=config.secure_cookies,
+            )
+        response.headers.update(_SECURITY_HEADERS)
+        return response
+
+    def wants_json(request: Request) -> bool:
+        return "application/json" in request.headers.get("accept", "")
+
+    def refuse(request: Request, status: int, reason: str) -> Response:
+        if wants_json(request):
+            return JSONResponse({"error": reason}, status_code=status)
+        return templates.TemplateResponse(
+            request, "error.html", {"status": status, "reason": reason, "user": None}, status_code=status
+        )
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request: Request, exc: HTTPError) -> Response:
+        if exc.status == 401 and not wants_json(request) and request.method == "GET":
+            return RedirectResponse("/login", status_code=303)
+        return refuse(request, exc.status, exc.reason)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return refuse(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        parts = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in exc.errors()]
+        return refuse(request, 422, "; ".join(parts))
+
+    @app.exception_handler(NotYours)
+    async def _not_yours(request: Request, exc: NotYours) -> Response:
+        return refuse(request, 404, str(exc))
+
+    @app.exception_handler(BadResult)
+    async def _bad_result(request: Request, exc: BadResult) -> Response:
+        return refuse(request, 422, str(exc))
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> Response:
+        return refuse(request, 400, str(exc))
+
+    def user(request: Request) -> UserInfo:
+        uid = request.state.session.get("u")
+        found = store.user(uid) if isinstance(uid, int) else None
+        if found is None:
+            raise HTTPError(401, "log in first")
+        return found
+
+    def admin(me: Annotated[UserInfo, Depends(user)]) -> UserInfo:
+        if not me.is_admin:
+            raise HTTPError(403, "admin pages are for admins only")
+        return me
+
+    def csrf(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> None:
+        sent = csrf_token or request.headers.get("x-csrf-token") or ""
+        if not secrets.compare_digest(sent.encode(), request.state.session["c"].encode()):
+            raise HTTPError(403, "missing or wrong CSRF token: reload the page and try again")
+
+    def page(request: Request, name: str, me: UserInfo | None, **context: Any) -> HTMLResponse:
+        context.update(user=me, csrf_token=request.state.session["c"])
+        return templates.TemplateResponse(request, name, context)
+
+    def go(request: Request, url: str, **payload: Any) -> Response:
+        if wants_json(request):
+            return JSONResponse({"ok": True, "next": url, **payload})
+        return RedirectResponse(url, status_code=303)
+
+    Me = Annotated[UserInfo, Depends(user)]
+    Admin = Annotated[UserInfo, Depends(admin)]
+    Csrf = Depends(csrf)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/login")
+    def login_page(request: Request) -> Response:
+        if wants_json(request):
+            return JSONResponse({"csrf_token": request.state.session["c"]})
+        return page(request, "login.html", None, error=None)
+
+    @app.post("/login", dependencies=[Csrf])
+    def login(
+        request: Request,
+        name: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+    ) -> Response:
+        found = store.authenticate(name, password)
+        if found is None:
+            if wants_json(request):
+                return JSONResponse({"error": "wrong name or password"}, status_code=401)
+            response = page(request, "login.html", None, error="Wrong name or password.")
+            response.status_code = 401
+            return response
+        request.state.session = {"u": found.id, "c": secrets.token_urlsafe(32)}
+        request.state.session_changed = True
+        return go(request, "/", csrf_token=request.state.session["c"])
+
+    @app.post("/logout", dependencies=[Csrf])
+    def logout(request: Request) -> Response:
+        request.state.session = {"u": None, "c": secrets.token_urlsafe(32)}
+        request.state.session_changed = True
+        return go(request, "/login")
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request, me: Me, message: str | None = None) -> HTMLResponse:
+        return page(
+            request, "home.html", me, progress=store.progress(me.id), kinds=TASK_KINDS, message=message
+        )
+
+    @app.get("/next")
+    def next_task(request: Request, me: Me, kind: str | None = None, project: str | None = None) -> Response:
+        if kind is not None and kind not in TASK_KINDS:
+            raise HTTPError(422, f"kind must be one of {', '.join(TASK_KINDS)}")
+        aid = store.next_assignment(me.id, kind, project)
+        if aid is None:
+            return go(request, "/?message=Nothing+left+in+your+queue", done=True)
+        return go(request, f"/task/{aid}")
+
+    @app.get("/task/{aid}", response_class=HTMLResponse)
+    def task_page(request: Request, aid: int, me: Me) -> HTMLResponse:
+        task = store.task(me.id, aid)
+        return page(request, f"task_{task.kind}.html", me, task=task, p=task.payload)
+
+    @app.post("/task/{aid}", dependencies=[Csrf])
+    def submit(
+        request: Request,
+        aid: int,
+        me: Me,
+        action: Annotated[str | None, Form()] = None,
+        instruction: Annotated[str | None, Form()] = None,
+        fixed: Annotated[list[str] | None, Form()] = None,
+        chosen: Annotated[str | None, Form()] = None,
+        error_type: Annotated[str | None, Form()] = None,
+        severity: Annotated[str | None, Form()] = None,
+        verdict: Annotated[str | None, Form()] = None,
+        error_types: Annotated[list[str] | None, Form()] = None,
+    ) -> Response:
+        fields = {
+            "action": action,
+            "instruction": instruction,
+            "fixed": fixed,
+            "chosen": chosen,
+            "error_type": error_type,
+            "severity": severity,
+            "verdict": verdict,
+            "error_types": error_types,
+        }
+        task_kind = store.task(me.id, aid).kind if not wants_json(request) else None
+        result = store.submit(me.id, aid, {k: v for k, v in fields.items() if v is not None})
+        if wants_json(request):
+            return JSONResponse({"ok": True, "result": result})
+        return go(request, f"/next?kind={task_kind}")
+
+    @app.post("/task/{aid}/skip", dependencies=[Csrf])
+    def skip(request: Request, aid: int, me: Me) -> Response:
+        kind = store.task(me.id, aid).kind
+        store.skip(me.id, aid)
+        return go(request, f"/next?kind={kind}")
+
+    @app.post("/undo", dependencies=[Csrf])
+    def undo(request: Request, me: Me) -> Response:
+        aid = store.undo(me.id)
+        if aid is None:
+            return go(request, "/?message=Nothing+to+undo")
+        return go(request, f"/task/{aid}", undone=aid)
+
+    @app.post("/requeue-skipped", dependencies=[Csrf])
+    def requeue(request: Request, me: Me) -> Response:
+        n = store.requeue_skipped(me.id)
+        return go(request, f"/?message={n}+skipped+tasks+back+in+your+queue", requeued=n)
+
+    @app.get("/task/{aid}/image/{which}")
+    def task_image(aid: int, which: str, me: Me) -> Response:
+        data, path = store.image(me.id, aid, which)
+        if data is not None:
+            return Response(data, media_type=_sniff(data), headers={"Cache-Control": "private, max-age=3600"})
+        if path is None:
+            raise HTTPError(404, f"task {aid} has no {which} image")
+        return _serve_data(path)
+
+    @app.get("/data/{path:path}")
+    def data_file(path: str, me: Me) -> Response:
+        return _serve_data(path)
+
+    def _serve_data(relative: str) -> Response:
+        if config.data is None:
+            raise HTTPError(404, "this server has no data folder (--data)")
+        try:
+            found = resolve_image(config.data, relative)
+        except UnsafePath as exc:
+            raise HTTPError(400, str(exc)) from None
+        except FileNotFoundError as exc:
+            raise HTTPError(404, str(exc)) from None
+        return FileResponse(found, media_type=media_type(found))
+
+    @app.get("/admin", response_class=HTMLResponse)
+    def admin_page(request: Request, me: Admin) -> HTMLResponse:
+        return page(
+            request,
+            "admin.html",
+            me,
+            stats=review_stats(store),
+            users=[asdict(u) for u in store.users()],
+            export_kinds=EXPORT_KINDS,
+        )
+
+    @app.get("/admin/stats.json")
+    def admin_stats(me: Admin) -> dict[str, Any]:
+        return review_stats(store)
+
+    @app.get("/admin/export")
+    def admin_export(me: Admin, kind: str, format: str = "parquet") -> Response:
+        if kind not in EXPORT_KINDS:
+            raise HTTPError(422, f"kind must be one of {', '.join(EXPORT_KINDS)}")
+        if format not in ("parquet", "jsonl"):
+            raise HTTPError(422, "format must be parquet or jsonl")
+        folder = Path(tempfile.mkdtemp(prefix="editcaption-export-"))
+        out = folder / f"{kind}.{format}"
+        try:
+            export(config.store, kind, out, data_dir=config.data)  # type: ignore[arg-type]
+        except ValueError as exc:
+            _remove(folder)
+            raise HTTPError(409, str(exc)) from None
+        return FileResponse(out, filename=out.name, background=BackgroundTask(_remove, folder))
+
+    return app
+
+
+def _remove(folder: Path) -> None:
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
