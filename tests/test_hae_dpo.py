@@ -130,7 +130,11 @@ def test_margin_on_hand_computed_numbers() -> None:
     expected_h = torch.tensor([math.log1p(math.exp(-2)), math.log1p(math.exp(2)), math.log1p(math.exp(-1))])
     torch.testing.assert_close(hardness, expected_h)
     summed = reference_hardness(
-        torch.tensor([-6.0]), torch.tensor([-6.0]), torch.tensor([3]), torch.tensor([2]), per_token=False
+        torch.tensor([-6.0]),
+        torch.tensor([-6.0]),
+        torch.tensor([3]),
+        torch.tensor([2]),
+        length_normalized=False,
     )
     torch.testing.assert_close(summed, torch.tensor([math.log(2.0)]))
 
@@ -190,6 +194,10 @@ def test_config_validates_and_parses(tmp_path: Path) -> None:
     plain = HAEDPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="hinge", **ZERO)
     assert not plain.uses_margin and not plain.needs_labels
     assert set(SEVERITIES) == set(parsed.severity_margins)
+    # TrainingArguments.to_dict masks fields named *_token as secrets; ours must stay readable in logs.
+    assert parsed.to_dict()["hardness_length_normalized"] is True
+    with pytest.raises(ValueError, match="not a JSON object"):
+        HAEDPOConfig(output_dir=str(tmp_path), use_cpu=True, type_margins="orientation=1")
 
 
 def test_collator_rejects_bad_and_missing_labels(world: dict) -> None:

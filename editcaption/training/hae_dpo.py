@@ -14,7 +14,7 @@ answer, per token: pairs it already gets right (ℓ_ref(y_c) ≫ ℓ_ref(y_r)) g
 and h grows linearly once π_ref prefers y_r. Per token, because a refined chosen instruction is often
 longer than the rejected one, and summed log-probs would then call a pair "hard" for its length alone;
 per-token values also keep h in the same few-nats range whatever the caption length, so λ_h means the
-same thing across datasets (``hardness_per_token=False`` uses sums). m is a constant for the policy
+same thing across datasets (``hardness_length_normalized=False`` uses sums). m is a constant for the policy
 (π_ref is frozen), so it moves the sigmoid's target, not its gradient direction: a pair must be won by
 β·Δ > m before its loss fades. With every weight 0 (or m_max = 0), m = 0 and the loss is TRL's.
 
@@ -52,19 +52,20 @@ class HAEDPOConfig(DPOConfig):
     log 2 ≈ 0.69 to softplus(1) ≈ 1.31.
     """
 
-    severity_margins: dict[str, float] | str = field(
+    severity_margins: dict[str, float] | str | None = field(
         default_factory=lambda: {"minor": 0.25, "major": 0.5, "critical": 1.0},
         metadata={
-            "help": "Margin added per severity of the rejected instruction (minor/major/critical), or a JSON "
-            "string of that dict. Default 0.25/0.5/1.0: a critical error must be beaten by a full nat more "
+            "help": "Margin added per severity of the rejected instruction (minor/major/critical), as a "
+            "dict or its JSON string; a missing key or None means 0. Default 0.25/0.5/1.0: a critical error must be beaten by a full nat more "
             "than a flawless tie, a minor one by a quarter."
         },
     )
-    type_margins: dict[str, float] | str = field(
+    type_margins: dict[str, float] | str | None = field(
         default_factory=lambda: {"orientation": 0.5, "viewpoint": 0.5, "attribute": 0.25, "other": 0.0},
         metadata={
             "help": "Margin added per failure-mode type of the rejected instruction "
-            "(orientation/viewpoint/attribute/other), or a JSON string of that dict. Default favours the "
+            "(orientation/viewpoint/attribute/other), as a dict or its JSON string; a missing key or None "
+            "means 0. Default favours the "
             "direction and camera errors the paper singles out (0.5), attributes 0.25, other 0."
         },
     )
@@ -75,7 +76,7 @@ class HAEDPOConfig(DPOConfig):
             "ℓ_ref(chosen)). Default 0.5: a tie adds ≈0.35, a pair π_ref gets wrong by 2 nats/token adds ≈1."
         },
     )
-    hardness_per_token: bool = field(
+    hardness_length_normalized: bool = field(
         default=True,
         metadata={
             "help": "Whether h compares per-token mean log-probs (default, length-independent) rather than "
@@ -85,8 +86,9 @@ class HAEDPOConfig(DPOConfig):
     margin_cap: float = field(
         default=3.0,
         metadata={
-            "help": "m_max, the largest margin any pair gets. Default 3.0 (σ(−3) ≈ 0.05): keeps a few very "
-            "hard pairs from dominating the batch gradient. 0 disables the margin."
+            "help": "m_max, the largest margin any pair gets. Default 3.0: the sum of the defaults can reach "
+            "≈3.5 on a hard critical orientation pair; the cap keeps any pair's target reward gap reachable "
+            "(β·Δ = 3 is already σ = 0.95 for plain DPO). 0 disables the margin."
         },
     )
 
@@ -122,10 +124,18 @@ class HAEDPOConfig(DPOConfig):
         return self.margin_cap > 0 and any(w > 0 for w in weights)
 
 
-def _weights(name: str, value: dict[str, float] | str, vocabulary: tuple[str, ...]) -> dict[str, float]:
+def _weights(
+    name: str, value: dict[str, float] | str | None, vocabulary: tuple[str, ...]
+) -> dict[str, float]:
     """A weight per vocabulary word (missing words weigh 0); unknown words and negatives are errors."""
     if isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"HAEDPOConfig.{name} is not a JSON object: {value!r} ({error}).") from error
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"HAEDPOConfig.{name} must map {list(vocabulary)} to weights, got {value!r}.")
     unknown = sorted(set(value) - set(vocabulary))
     if unknown:
         raise ValueError(f"HAEDPOConfig.{name} has unknown keys {unknown}; allowed: {list(vocabulary)}.")
@@ -141,10 +151,10 @@ def reference_hardness(
     ref_rejected_logps: torch.Tensor,
     chosen_lengths: torch.Tensor,
     rejected_lengths: torch.Tensor,
-    per_token: bool = True,
+    length_normalized: bool = True,
 ) -> torch.Tensor:
     """h = softplus(ℓ_ref(rejected) − ℓ_ref(chosen)): how strongly the reference prefers the rejected answer."""
-    if per_token:
+    if length_normalized:
         ref_chosen_logps = ref_chosen_logps / chosen_lengths.clamp(min=1)
         ref_rejected_logps = ref_rejected_logps / rejected_lengths.clamp(min=1)
     return F.softplus(ref_rejected_logps - ref_chosen_logps)
@@ -231,7 +241,7 @@ class HAEDPOTrainer(DPOTrainer):
             ref_rejected.float(),
             chosen_lengths,
             rejected_lengths,
-            per_token=self.args.hardness_per_token,
+            length_normalized=self.args.hardness_length_normalized,
         )
         device = hardness.device
         margin = hae_margin(
