@@ -46,6 +46,14 @@ def bootstrap_ci(
     return float(data.mean()), float(low), float(high)
 
 
+def mean_ci(values: Sequence[float]) -> dict[str, Any]:
+    """`{"n", "mean", "ci_low", "ci_high"}` of `bootstrap_ci`, with None values when there is no data."""
+    if not values:
+        return {"n": 0, "mean": None, "ci_low": None, "ci_high": None}
+    mean, low, high = bootstrap_ci(values)
+    return {"n": len(values), "mean": mean, "ci_low": low, "ci_high": high}
+
+
 def judge_self_consistency(scores_per_pass: Iterable[Sequence[float | None]]) -> dict[str, Any]:
     """How much a judge's score for one item moves between repeated passes (`num_pass`).
 

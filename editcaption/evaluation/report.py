@@ -55,10 +55,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from editcaption.evaluation.metrics import (
-    bootstrap_ci,
     fleiss_kappa,
     human_eval_rates,
     judge_human_agreement,
+    mean_ci,
     percent_agreement,
     rating_table,
 )
@@ -145,13 +145,6 @@ def _validated(row: dict[str, Any]) -> dict[str, Any]:
     return {**judgment, "category": None if category is None else str(category), "scores": scores}
 
 
-def _mean_ci(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0, "mean": None, "ci_low": None, "ci_high": None}
-    mean, low, high = bootstrap_ci(values)
-    return {"n": len(values), "mean": mean, "ci_low": low, "ci_high": high}
-
-
 def _overall(rows: list[dict]) -> list[float]:
     return [r["overall"] for r in rows if r["overall"] is not None]
 
@@ -168,17 +161,17 @@ def _cell(rows: list[dict]) -> dict[str, Any]:
             by_category[row["category"]].append(row)
     return {
         "n": len(rows),
-        "overall": _mean_ci(overall),
+        "overall": mean_ci(overall),
         "overall_histogram": {f"{c:g}": int(k) for c, k in zip(_BIN_CENTRES, counts, strict=True)},
         "verdicts": human_eval_rates(r["verdict"] for r in rows),
         "error_types": {t: sum(t in r["error_types"] for r in rows) for t in ERROR_TYPES},
         "dimensions": {
-            d: _mean_ci([r["scores"][d] for r in rows if r["scores"].get(d) is not None]) for d in names
+            d: mean_ci([r["scores"][d] for r in rows if r["scores"].get(d) is not None]) for d in names
         },
         "categories": {
             c: {
                 "n": len(cat),
-                "overall": _mean_ci(_overall(cat)),
+                "overall": mean_ci(_overall(cat)),
                 "verdicts": human_eval_rates(r["verdict"] for r in cat),
             }
             for c, cat in sorted(by_category.items())
@@ -327,7 +320,7 @@ def _category_plot(judged: list[dict]) -> bytes | None:
         labels = sorted({k for c in cells for k in c["categories"]})
         series = []
         for cell in cells:
-            stats = [cell["categories"].get(k, {}).get("overall") or _mean_ci([]) for k in labels]
+            stats = [cell["categories"].get(k, {}).get("overall") or mean_ci([]) for k in labels]
             means = [s["mean"] if s["n"] else np.nan for s in stats]
             errors = [
                 [s["mean"] - s["ci_low"] if s["n"] else 0 for s in stats],
@@ -370,15 +363,19 @@ def _blocks(metrics: dict[str, Any], plots: list[str]) -> list[Block]:
             ("h2", "Run"),
             _table(["key", "value"], [[k, _plain(v)] for k, v in metrics["meta"].items()]),
         ]
-    if not (judged or human):
-        return [*blocks, ("p", "No judgments to report.")]
-    blocks += _score_tables(judged, published)
-    blocks += _verdict_table(judged, human, published)
-    blocks += _parse_failures(judged)
-    blocks += _dimension_table(judged)
-    blocks += _error_table([*judged, *human])
-    blocks += _category_tables([*judged, *human])
-    blocks += _human_tables(human, metrics.get("judge_vs_human") or [])
+    if judged or human:
+        blocks += _score_tables(judged, published)
+        blocks += _verdict_table(judged, human, published)
+        blocks += _parse_failures(judged)
+        blocks += _pass_table(metrics.get("judge_passes") or [])
+        blocks += _dimension_table(judged)
+        blocks += _error_table([*judged, *human])
+        blocks += _category_tables([*judged, *human])
+        blocks += _human_tables(human, metrics.get("judge_vs_human") or [])
+    else:
+        blocks.append(("p", "No judgments to report."))
+    blocks += _comparison_table(metrics.get("comparisons") or [])
+    blocks += _caption_tables(metrics.get("captions") or [], metrics.get("quarantine") or {})
     for name, stats in (metrics.get("consistency") or {}).items():
         blocks += [("h2", f"Judge consistency: {name.replace('_', ' ')}")]
         blocks.append(_table(["metric", "value"], [[k, _plain(v)] for k, v in stats.items()]))
@@ -600,6 +597,150 @@ def _human_tables(human: list[dict], versus: list[dict]) -> list[Block]:
                 ("h3", f"{v['model']} on {v['benchmark']}: judge {v['judge']} (rows) vs human (columns)"),
                 _table(["judge \\ human", *(_VERDICT_LABELS[h] for h in VERDICTS)], confusion),
             ]
+    return blocks
+
+
+def _pass_table(cells: list[dict]) -> list[Block]:
+    if not cells:
+        return []
+    rows = []
+    for c in cells:
+        consistency = c["self_consistency"] or {}
+        rows.append(
+            [
+                c["judge"],
+                c["model"],
+                c["benchmark"],
+                str(c["replies"]),
+                str(c["parsed"]),
+                ", ".join(f"{k}: {v}" for k, v in c["failures"].items()) or "—",
+                _num(consistency.get("mean_abs_deviation")),
+                _num(consistency.get("exact_agreement")),
+            ]
+        )
+    header = [
+        "judge",
+        "model",
+        "benchmark",
+        "replies",
+        "parsed",
+        "why not parsed",
+        "pass MAD",
+        "passes agree",
+    ]
+    return [
+        ("h2", "Judge replies per pass"),
+        (
+            "p",
+            "Every judge reply, pass by pass. A judgment averages its parsed passes; with several passes, "
+            "'pass MAD' is the mean distance of a pass's overall score to the instruction's mean and "
+            "'passes agree' the share of instructions whose passes gave the same score.",
+        ),
+        _table(header, rows),
+    ]
+
+
+def _comparison_table(cells: list[dict]) -> list[Block]:
+    if not cells:
+        return []
+    rows = [
+        [
+            c["judge"],
+            f"{c['model_a']} vs {c['model_b']}",
+            c["benchmark"],
+            str(c["comparisons"]),
+            str(c["a_wins"]),
+            str(c["b_wins"]),
+            str(c["ties"]),
+            str(c["inconsistent"]),
+            str(c["unparsed"]),
+            _num(c["a_win_rate"]),
+            _num(c["position_swap"]["agreement"]),
+        ]
+        for c in cells
+    ]
+    header = [
+        "judge",
+        "A vs B",
+        "benchmark",
+        "pairs",
+        "A wins",
+        "B wins",
+        "ties",
+        "order-dependent",
+        "unparsed",
+        "A win rate",
+        "position-swap agreement",
+    ]
+    return [
+        ("h2", "Pairwise comparisons"),
+        (
+            "p",
+            "Each comparison is asked twice, A and B swapped; a win counts only when both orders agree. "
+            "The win rate is over decided comparisons (wins and ties).",
+        ),
+        _table(header, rows),
+    ]
+
+
+def _caption_tables(cells: list[dict], quarantine: dict[str, dict[str, int]]) -> list[Block]:
+    if not cells and not quarantine:
+        return []
+    blocks: list[Block] = [("h2", "Captions and failure-mode checks")]
+    if cells:
+        rows = []
+        for c in cells:
+            flip, lint, attrs = c["flip"], c["viewpoint_lint"], c["attribute_coverage"]
+            rows.append(
+                [
+                    c["model"],
+                    c["benchmark"],
+                    str(c["pairs"]),
+                    str(c["parsed"]),
+                    str(c["unparsed"]),
+                    str(c["engine_errors"]),
+                    "—" if flip is None else f"{_num(flip['rate'])} ({flip['applicable']} applicable)",
+                    "—" if lint is None else f"{_num(lint['rate'])} ({lint['flagged']}/{lint['checked']})",
+                    "—" if attrs is None else _ci(attrs),
+                    "—"
+                    if attrs is None
+                    else ", ".join(f"{k}: {v}" for k, v in attrs["missing"].items()) or "—",
+                ]
+            )
+        header = [
+            "model",
+            "benchmark",
+            "pairs",
+            "parsed",
+            "unparsed",
+            "engine errors",
+            "flip consistency",
+            "viewpoint-lint rate",
+            "attribute coverage",
+            "attributes missed",
+        ]
+        blocks += [
+            (
+                "p",
+                "Unparsed instructions are not judged and not guessed. Flip consistency: share of pairs "
+                "with a left/right to check whose mirrored pair got the mirrored instruction. Viewpoint "
+                "lint: share of instructions with a finding (a bare left/right, camera and object motion "
+                "confused). Attribute coverage (0-1, 95% CI) against the benchmark's reference.",
+            ),
+            _table(header, rows),
+        ]
+    if quarantine:
+        rows = [
+            [b, r, str(n)] for b, reasons in sorted(quarantine.items()) for r, n in sorted(reasons.items())
+        ]
+        blocks += [
+            ("h3", "Quarantined pairs"),
+            (
+                "p",
+                "Pairs that could not be read or failed the image checks; they are not in any number above.",
+            ),
+            _table(["benchmark", "reason", "pairs"], rows),
+        ]
     return blocks
 
 
