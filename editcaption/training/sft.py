@@ -1,0 +1,80 @@
+"""Stage 1 post-training: supervised fine-tuning of the captioner on SFT records, on Ray Train.
+
+The loss is on the instruction only (TRL prompt-completion rows), never on the prompt or the images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from editcaption.training.config import TrainJobConfig
+from editcaption.training.data import (
+    SFT_FEATURES,
+    augment_mirrored,
+    read_sft_records,
+    sft_rows,
+    write_rows,
+)
+
+if TYPE_CHECKING:
+    from trl import SFTTrainer
+
+log = logging.getLogger(__name__)
+
+
+class SFTJobConfig(TrainJobConfig):
+    """`editcaption train sft`: SFT records (or a TRL export, or a synthesis output folder) in."""
+
+    augment_mirrored: bool = Field(
+        False,
+        description="Add the mirrored copy (images flipped, left/right swapped in the instruction) of "
+        "every record whose instruction states a horizontal direction and shows no mirror-sensitive "
+        "content such as text (issue #8).",
+    )
+
+
+def prepare_sft_data(cfg: SFTJobConfig) -> tuple[str, dict[str, int]]:
+    """Read, augment and write the training rows next to the run; returns (URI, counts)."""
+    from editcaption.training.ray_train import run_uri
+
+    records = read_sft_records(cfg.input)
+    counts = {"records": len(records), "mirrored_added": 0}
+    if cfg.augment_mirrored:
+        records, counts["mirrored_added"] = augment_mirrored(records)
+        log.info("mirrored augmentation added %d of %d records", counts["mirrored_added"], counts["records"])
+    uri = f"{run_uri(cfg)}/prepared/sft.parquet"
+    counts["rows"] = write_rows(sft_rows(records), SFT_FEATURES, uri)
+    return uri, counts
+
+
+def build_sft_trainer(cfg: SFTJobConfig, data_uri: str, output_dir: str) -> SFTTrainer:
+    """The worker's TRL `SFTTrainer` (called inside each Ray Train worker)."""
+    import ray.train
+    from trl import SFTConfig, SFTTrainer
+
+    from editcaption.training.data import load_rows
+    from editcaption.training.model import load_model, load_processor, lora_config, trainer_kwargs
+
+    args = SFTConfig(**trainer_kwargs(cfg, output_dir), completion_only_loss=True)
+    rank = ray.train.get_context().get_world_rank()
+    cache = os.path.join(output_dir, f"data-rank{rank}")
+    return SFTTrainer(
+        model=load_model(cfg),
+        args=args,
+        train_dataset=load_rows(data_uri, cache),
+        processing_class=load_processor(cfg),
+        peft_config=lora_config(cfg),
+    )
+
+
+def run_sft(cfg: SFTJobConfig) -> dict[str, Any]:
+    """Prepare the data, train on Ray Train, write the final model; returns metrics, counts, paths."""
+    from editcaption.training.ray_train import check_run_folder, launch
+
+    check_run_folder(cfg)
+    data_uri, counts = prepare_sft_data(cfg)
+    return {**launch(cfg, build_sft_trainer, data_uri), "data": counts}
