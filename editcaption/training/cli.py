@@ -1,12 +1,118 @@
-"""`editcaption train …` commands (placeholder until issue #5 lands)."""
+"""`editcaption train sft|dpo|merge`: parse arguments, call the job; heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
-app = typer.Typer(help="SFT and HAE-DPO on Ray Train + DeepSpeed (issue #5).", no_args_is_help=True)
+app = typer.Typer(help="SFT and HAE-DPO on Ray Train + DeepSpeed.", no_args_is_help=True)
+console = Console(stderr=True)
+
+_CONFIG = Annotated[Path, typer.Option(help="Job YAML (see ray_jobs/configs/train-*.yaml).")]
+_RESUME = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue the run `name` from its latest checkpoint in storage_path (Ray Train)."
+    ),
+]
+_SET = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config field, KEY=VALUE with a YAML value; dotted keys reach nested fields "
+        "(--set max_steps=10 --set workers.num_workers=4). Repeatable.",
+    ),
+]
+_OUTPUT = Annotated[str | None, typer.Option(help="Override the folder or URI of the final model.")]
+_NAME = Annotated[str | None, typer.Option(help="Override the run name (checkpoints: storage_path/name).")]
 
 
 @app.command("sft")
-def sft() -> None:
-    """Supervised fine-tuning (not in this release yet: issue #5)."""
-    typer.echo("`editcaption train sft` is not in this release yet (issue #5).", err=True)
-    raise typer.Exit(2)
+def sft(
+    config: _CONFIG, resume: _RESUME = False, output: _OUTPUT = None, name: _NAME = None, set_: _SET = None
+) -> None:
+    """Supervised fine-tuning on SFT records (a synthesis run's sft.parquet, a TRL export, or its folder)."""
+    from editcaption.training.sft import SFTJobConfig, run_sft
+
+    cfg = _load(config, SFTJobConfig, set_, resume=resume, output=output, name=name)
+    _run(run_sft, cfg)
+
+
+@app.command("dpo")
+def dpo(
+    config: _CONFIG, resume: _RESUME = False, output: _OUTPUT = None, name: _NAME = None, set_: _SET = None
+) -> None:
+    """Preference training on PreferencePair Parquet: HAE-DPO (objective hae) or plain sigmoid DPO."""
+    from editcaption.training.dpo import DPOJobConfig, run_dpo
+
+    cfg = _load(config, DPOJobConfig, set_, resume=resume, output=output, name=name)
+    _run(run_dpo, cfg)
+
+
+@app.command("merge")
+def merge(
+    base: Annotated[str, typer.Option(help="The base model the adapter was trained on (hub id or folder).")],
+    adapter: Annotated[Path, typer.Option(help="The LoRA adapter folder (a run's output/adapter).")],
+    out: Annotated[Path, typer.Option(help="Where the merged Hugging Face model is written.")],
+    bf16: Annotated[bool, typer.Option(help="Write bfloat16 weights; --no-bf16 writes float32.")] = True,
+) -> None:
+    """Merge a LoRA adapter into its base model, for vLLM (which cannot apply it to the vision tower)."""
+    from editcaption.training.export import merge_lora
+
+    if not adapter.is_dir():
+        console.print(f"[red]adapter: no adapter folder at {adapter}[/red]")
+        raise typer.Exit(2)
+    console.print(f"[green]merged model written to[/green] {merge_lora(base, str(adapter), out, bf16=bf16)}")
+
+
+def _run(job: Any, cfg: Any) -> None:
+    from editcaption.training.data import TrainingDataError
+    from editcaption.training.ray_train import RunExistsError
+
+    try:
+        summary = job(cfg)
+    except (TrainingDataError, RunExistsError, FileNotFoundError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+    finally:
+        import ray
+
+        ray.shutdown()
+    console.print_json(json.dumps(summary, default=str))
+
+
+def _load(path: Path, model: type, sets: list[str] | None, **top: Any) -> Any:
+    import yaml
+
+    from editcaption.config import ConfigError, load_config
+
+    overrides: dict[str, Any] = {}
+    try:
+        base = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        base = base if isinstance(base, dict) else {}
+        for item in sets or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+            _assign(overrides, base, key.split("."), yaml.safe_load(value))
+        overrides |= {k: v for k, v in top.items() if v not in (None, False)}
+        return load_config(path, model, overrides)
+    except (ConfigError, ValueError, yaml.YAMLError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+
+
+def _assign(overrides: dict[str, Any], base: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set a dotted key in the top-level overrides, keeping the file's other nested values."""
+    head = keys[0]
+    if len(keys) == 1:
+        overrides[head] = value
+        return
+    nested = overrides.setdefault(head, dict(base.get(head) or {}))
+    if not isinstance(nested, dict):
+        raise ValueError(f"--set {'.'.join(keys)}: {head} is not a mapping")
+    _assign(nested, nested, keys[1:], value)

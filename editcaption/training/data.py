@@ -1,7 +1,8 @@
 """Training data: contract records in, TRL's vision conversational rows out.
 
 SFT reads `SFTRecord` Parquet (e.g. a synthesis run's `sft.parquet`), a TRL export (`images` +
-`messages`) or a synthesis output folder; DPO reads `PreferencePair` Parquet. Both are rewritten
+`messages`), a synthesis output folder, or a folder of pairs with reference instructions; DPO reads
+`PreferencePair` Parquet, or the rule-written hard negatives of a reference folder. Both are rewritten
 with the project's instruction prompt (`prompts/instruction.py`), the exact conversation the captioner
 is served with, so the model is never trained on one prompt and asked with another. The driver
 prepares one Parquet file with Hugging Face `Image` features; every worker loads it with `datasets`.
@@ -9,6 +10,7 @@ prepares one Parquet file with Hugging Face `Image` features; every worker loads
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 from collections.abc import Iterable, Iterator
@@ -55,6 +57,7 @@ _PREFERENCE_COLUMNS = {"pair_id", "source", "target", "chosen", "rejected", "err
 # A synthesis output folder holds both; the records are preferred (augmentation needs their origin).
 _SFT_IN_FOLDER = ("sft.parquet", "exports/trl/train.parquet")
 _ROW_GROUP = 64
+_META = "meta.json"
 
 
 class TrainingDataError(ValueError):
@@ -63,6 +66,8 @@ class TrainingDataError(ValueError):
 
 def read_sft_records(uri: str) -> list[dict[str, Any]]:
     """SFT records (`pair_id`, `source`, `target`, `instruction`, `origin`) from any supported input."""
+    if _is_pair_folder(uri):
+        return read_reference_pairs(uri)
     fs, path = _resolve(uri, _SFT_IN_FOLDER, "SFT records")
     table = _read_table(fs, path, uri)
     columns = set(table.column_names)
@@ -87,7 +92,14 @@ def read_sft_records(uri: str) -> list[dict[str, Any]]:
 
 
 def read_preference_pairs(uri: str) -> list[dict[str, Any]]:
-    """`PreferencePair` rows from a Parquet file, or every Parquet file of a folder."""
+    """`PreferencePair` rows from a Parquet file or every Parquet file of a folder; a folder of pairs
+    with reference instructions gives every rule-written hard negative of each reference instead."""
+    if _is_pair_folder(uri):
+        return [
+            n
+            for r in read_reference_pairs(uri)
+            for n in hard_negatives(r["pair_id"], r["source"], r["target"], r["instruction"])
+        ]
     fs, path = _resolve(uri, (), "preference pairs")
     files = [path] if fs.isfile(path) else sorted(fs.glob(posixpath.join(path, "*.parquet")))
     if not files:
@@ -100,6 +112,31 @@ def read_preference_pairs(uri: str) -> list[dict[str, Any]]:
             raise TrainingDataError(f"input: {file} lacks PreferencePair column(s) {sorted(missing)}")
         rows += table.to_pylist()
     return rows
+
+
+def read_reference_pairs(uri: str) -> list[dict[str, Any]]:
+    """Records (origin `benchmark`) from `<id>/source.*`, `<id>/target.*` and `<id>/meta.json` folders
+    whose meta holds the pair's reference `instruction` (e.g. the bundled sample pairs)."""
+    fs, root = open_fs(uri)
+    records = []
+    for meta in sorted(fs.glob(posixpath.join(root, "*", _META))):
+        folder = posixpath.dirname(meta)
+        instruction = json.loads(fs.cat_file(meta)).get("instruction")
+        images = {r: sorted(fs.glob(posixpath.join(folder, f"{r}.*"))) for r in ("source", "target")}
+        if not instruction or not all(images.values()):
+            raise TrainingDataError(
+                f"input: {folder} needs source.*, target.* and an `instruction` in {_META}"
+            )
+        records.append(
+            {
+                "pair_id": posixpath.basename(folder),
+                "source": fs.cat_file(images["source"][0]),
+                "target": fs.cat_file(images["target"][0]),
+                "instruction": instruction,
+                "origin": "benchmark",
+            }
+        )
+    return records
 
 
 def augment_mirrored(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -213,6 +250,11 @@ def _record_from_trl(row: dict[str, Any], index: int, uri: str) -> dict[str, Any
         "instruction": text,
         "origin": "synthesis",
     }
+
+
+def _is_pair_folder(uri: str) -> bool:
+    fs, path = open_fs(uri)
+    return fs.isdir(path) and bool(fs.glob(posixpath.join(path, "*", _META)))
 
 
 def _resolve(uri: str, in_folder: tuple[str, ...], what: str) -> tuple[Any, str]:
