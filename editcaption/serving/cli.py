@@ -1,9 +1,142 @@
-"""`editcaption serve` (placeholder until issue #7 lands)."""
+"""`editcaption serve`: start a Serve config file's applications, like `serve run`, until interrupted."""
 
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import psutil
 import typer
+import yaml
+from rich.console import Console
+
+console = Console(stderr=True)
 
 
-def serve_command() -> None:
-    """Ray Serve endpoint for the captioner (not in this release yet: issue #7)."""
-    typer.echo("`editcaption serve` is not in this release yet (issue #7).", err=True)
-    raise typer.Exit(2)
+def serve_command(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Ray Serve config file (see serve_configs/); the same file `serve run` takes."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Override http_options.host (127.0.0.1: this machine only).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Override http_options.port.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Override every application's captioner model (a path or hub id).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else start a local Ray).")
+    ] = None,
+    new_key: Annotated[
+        bool, typer.Option("--new-key", help="Print a fresh API key and the sha256 line to store, then exit.")
+    ] = False,
+) -> None:
+    """Serve the captioner: POST /v1/instructions, OpenAI-compatible /v1/chat/completions, health, metrics."""
+    if new_key:
+        from editcaption.serving.security import new_key as make_key
+
+        key, digest = make_key()
+        console.print(f"API key (give to the client, not stored anywhere): [bold]{key}[/bold]")
+        typer.echo(digest)
+        return
+    if config is None:
+        console.print("[red]--config is required[/red] (e.g. serve_configs/captioner.yaml)")
+        raise typer.Exit(2)
+    schema = _load(config, host, port, model)
+    run_config(schema, address)
+
+
+def _load(path: Path, host: str | None, port: int | None, model: str | None) -> Any:
+    """The file as Ray's own `ServeDeploySchema` (Ray validates it), with the command-line overrides."""
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeDeploySchema
+
+    if not path.is_file():
+        console.print(f"[red]config file not found: {path}[/red]")
+        raise typer.Exit(2)
+    data = yaml.safe_load(path.read_text()) or {}
+    http = data.setdefault("http_options", {})
+    if host:
+        http["host"] = host
+    if port:
+        http["port"] = port
+    for application in data.get("applications") or []:
+        if model:
+            application.setdefault("args", {}).setdefault("captioner", {}).setdefault("engine", {})[
+                "model"
+            ] = model
+    try:
+        schema = ServeDeploySchema.model_validate(data)
+        from editcaption.serving.config import ServeConfig
+
+        for application in schema.applications:
+            if application.import_path.startswith("editcaption.serving"):
+                ServeConfig.model_validate(application.args)  # our errors before Ray starts
+    except ValidationError as e:
+        console.print(f"[red]{path}: {e}[/red]")
+        raise typer.Exit(2) from e
+    return schema
+
+
+def run_config(schema: Any, address: str | None = None) -> None:
+    """Deploy every application of the config and wait; SIGINT/SIGTERM shut Serve and Ray down."""
+    import ray
+    from ray import serve
+    from ray.serve._private import api as serve_private
+
+    from editcaption.ray_setup import init_ray
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` runs on `kill` too
+    init_ray(address)
+    try:
+        # What `serve run CONFIG` does (Ray 2.60): start Serve with the file's options, deploy its apps.
+        client = serve_private.serve_start(
+            http_options=schema.http_options.model_dump(),
+            proxy_location=schema.proxy_location,
+        )
+        client.deploy_apps(schema, _blocking=False)
+        names = [a.name for a in schema.applications]
+        with console.status(f"starting {', '.join(names)} (loading the model takes a while)"):
+            _wait_running(names)
+        http = schema.http_options
+        console.print(f"[green]serving[/green] on http://{http.host}:{http.port} — Ctrl-C stops it")
+        while True:
+            time.sleep(5)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        started = psutil.Process().children(recursive=True)
+        serve.shutdown()
+        ray.shutdown()
+        _reap(started)
+
+
+def _reap(processes: list[Any], timeout_s: float = 15) -> None:
+    """Wait for the processes this command started, then kill the stragglers: after `ray.shutdown`
+    Ray 2.60 leaves the node's dashboard and runtime-env agents running, orphaned."""
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _wait_running(names: list[str]) -> None:
+    from ray import serve
+
+    while True:
+        apps = serve.status().applications
+        states = {name: apps[name].status if name in apps else "NOT_STARTED" for name in names}
+        failed = {n: apps[n].message for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")}
+        if failed:
+            for name, message in failed.items():
+                console.print(f"[red]{name} failed:[/red] {message}")
+            raise typer.Exit(1)
+        if all(s == "RUNNING" for s in states.values()):
+            return
+        time.sleep(1)

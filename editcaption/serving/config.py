@@ -1,0 +1,138 @@
+"""What a Serve application is made of: `ServeConfig` is the `args:` block of a Serve config file.
+
+Ray Serve's own keys (replicas, autoscaling, queue limits) stay in the file's `deployments:` list,
+where `serve run` / `serve deploy` read them; everything about the captioner's behaviour is here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from editcaption.engines.vllm_engine import VLLMEngineConfig
+from editcaption.images import ImagePolicy
+from editcaption.synthesis.editscore import EditScoreConfig
+
+MODEL_ENV = "EDITCAPTION_SERVE_MODEL"
+
+
+class BatchingConfig(BaseModel):
+    """Dynamic batching into the engine (Ray Serve `@serve.batch`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(
+        16, ge=1, description="Most engine requests answered in one engine call; 1 turns batching off."
+    )
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, description="How long a partial batch waits for more requests before it runs."
+    )
+
+
+class EngineDeploymentConfig(BaseModel):
+    """One vLLM engine behind a Serve deployment, and how requests are batched into it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: VLLMEngineConfig
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+
+class AuthConfig(BaseModel):
+    """API keys: `Authorization: Bearer <key>`; only sha256 hex digests of keys are stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["required", "disabled"] = Field(
+        "required", description="`disabled` must be written out: without keys every /v1 call is refused."
+    )
+    key_hashes_file: str | None = Field(
+        None, description="File with one sha256 hex digest of a key per line (`#` comments allowed)."
+    )
+    key_hashes_env: str = Field(
+        "EDITCAPTION_API_KEY_HASHES", description="Environment variable with comma-separated digests."
+    )
+
+
+class UrlFetchConfig(BaseModel):
+    """Images given as http(s) URLs; off by default, and never from private or loopback addresses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False, description="Accept `source_url` / `target_url` and http(s) image_url parts."
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="Exact host names that may be fetched from; empty allows none."
+    )
+    timeout_s: float = Field(10.0, gt=0, description="Connect + read timeout per image.")
+
+
+class LimitsConfig(BaseModel):
+    """Bounds on what one request may ask for; anything beyond is refused with a 4xx and a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(25_000_000, ge=1024, description="Request body size (413 beyond).")
+    max_candidates: int = Field(4, ge=1, description="Instructions per request (`num_candidates`, `n`).")
+    max_tokens: int = Field(512, ge=1, description="Largest `max_tokens` a chat request may ask for.")
+    max_text_chars: int = Field(4000, ge=1, description="Total text characters in a chat request.")
+    images: ImagePolicy = Field(
+        default_factory=lambda: ImagePolicy(max_pixels=16_000_000, reject_identical=False),
+        description="Which uploaded images are accepted (pixels, sides, aspect, pair mismatch).",
+    )
+
+
+class StyleConfig(BaseModel):
+    """Token budgets per `length` option of /v1/instructions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    short_tokens: int = Field(48, ge=1)
+    medium_tokens: int = Field(96, ge=1)
+    long_tokens: int = Field(192, ge=1)
+    temperature: float = Field(
+        0.7, ge=0, description="Default sampling temperature when several candidates are asked for."
+    )
+
+
+class ServeConfig(BaseModel):
+    """The captioner endpoint: engines, limits, safety. The model path may come from EDITCAPTION_SERVE_MODEL."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_id: str | None = Field(
+        None,
+        description="Name clients see in /v1/models and send as `model`; default: the model folder name.",
+    )
+    captioner: EngineDeploymentConfig
+    scorer: EngineDeploymentConfig | None = Field(
+        None, description="EditScore model for `score: true`; None scores with the captioner's engine."
+    )
+    editscore: EditScoreConfig = Field(default_factory=EditScoreConfig)
+    style: StyleConfig = Field(default_factory=StyleConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    url_fetch: UrlFetchConfig = Field(default_factory=UrlFetchConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    request_timeout_s: float = Field(120.0, gt=0, description="A request still waiting after this gets 504.")
+
+    @model_validator(mode="after")
+    def _model_from_env(self) -> ServeConfig:
+        """EDITCAPTION_SERVE_MODEL replaces the captioner's model (tests and demos build theirs)."""
+        engine = self.captioner.engine
+        model = os.environ.get(MODEL_ENV) or engine.model
+        if Path(model).exists():
+            model = str(Path(model).resolve())  # replicas may start in another working directory
+        self.captioner.engine = engine.model_copy(update={"model": model})
+        if self.model_id is None:
+            self.model_id = Path(model).name or model
+        keys = self.auth.key_hashes_file
+        if keys and Path(keys).exists():
+            self.auth.key_hashes_file = str(Path(keys).resolve())
+        return self
+
+    def served_model_id(self) -> str:
+        return self.model_id or self.captioner.engine.model

@@ -1,0 +1,57 @@
+"""A vLLM engine as a Ray Serve deployment, answering engine request rows with dynamic batching.
+
+Concurrent calls are gathered by `@serve.batch` (up to `max_batch_size`, waiting at most
+`batch_wait_timeout_s`) and answered by one `generate` call, which vLLM schedules together; with
+`max_batch_size: 1` every request is its own engine call, which is what "batching off" means in the
+benchmark. Batches run one at a time, off the event loop, so health checks stay answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from editcaption.engines.base import result_row
+from editcaption.engines.vllm_engine import VLLMPredictor
+from editcaption.serving.config import EngineDeploymentConfig
+
+ENGINE_REJECTED = "rejected by the engine"
+
+
+class EngineServer:
+    """One in-process `vllm.LLM` (via `VLLMPredictor`); `answer(row)` returns the row with its result."""
+
+    def __init__(self, config: EngineDeploymentConfig) -> None:
+        self.config = config
+        self.predictor = VLLMPredictor(config.engine)
+        self.answer.set_max_batch_size(config.batching.max_batch_size)
+        self.answer.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
+
+    def __del__(self) -> None:
+        # Serve calls this when the replica stops; the engine-core processes must go with it.
+        predictor = getattr(self, "predictor", None)
+        if predictor is not None:
+            predictor.close()
+
+    async def ready(self) -> str:
+        return self.config.engine.model
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def answer(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._answer_many, rows)
+
+    def _answer_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """All rows in one engine call; if the engine refuses the call (one prompt too long, say),
+        each row is retried alone so only the offending request fails."""
+        try:
+            return self.predictor.answer_many(rows)
+        except Exception:
+            return [self._alone(row) for row in rows]
+
+    def _alone(self, row: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.predictor.answer_many([row])[0]
+        except Exception as e:
+            return result_row(row, None, error=f"{ENGINE_REJECTED}: {type(e).__name__}: {e}")
