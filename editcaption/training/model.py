@@ -77,7 +77,9 @@ def load_model(cfg: TrainJobConfig) -> PreTrainedModel:
 def load_processor(cfg: TrainJobConfig) -> ProcessorMixin:
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(cfg.model, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    # Qwen-VL image processors read the pixel budget from `size` (area bounds, not side lengths).
+    budget = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    return AutoProcessor.from_pretrained(cfg.model, size=budget)
 
 
 def freeze(model: torch.nn.Module, cfg: TrainJobConfig) -> int:
