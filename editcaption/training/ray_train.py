@@ -7,6 +7,7 @@ Train has one (a rerun with `resume`, or a restart after a worker failure) and w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import posixpath
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+SUMMARY_NAME = "training_summary.json"
 BuildTrainer = Callable[[TrainJobConfig, str, str], "Trainer"]
 
 
@@ -127,14 +129,35 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     trainer = loop_config["build_trainer"](cfg, loop_config["data_uri"], str(output_dir))
     trainer.add_callback(ReportCheckpoints())
     checkpoint = ray.train.get_checkpoint()
+    resumed_from = 0
     if checkpoint is None:
         result = trainer.train()
     else:
         with checkpoint.as_directory() as folder:
-            log.info("resuming from %s", folder)
+            resumed_from = _checkpoint_step(folder)
+            log.info("resuming from %s (step %d)", folder, resumed_from)
             result = trainer.train(resume_from_checkpoint=folder)
     save_final_model(trainer, cfg)
-    ray.train.report({**_numbers(result.metrics), "step": trainer.state.global_step, "final": 1})
+    summary = {
+        **_numbers(result.metrics),
+        "step": trainer.state.global_step,
+        "resumed_from_step": resumed_from,
+    }
+    if trainer.accelerator.is_main_process:
+        write_summary(cfg, summary)
+    ray.train.report({**summary, "final": 1})
+
+
+def write_summary(cfg: TrainJobConfig, metrics: dict[str, float]) -> None:
+    """`training_summary.json` beside the final model: the final metrics and the config that made it."""
+    fs, path = open_fs(posixpath.join(cfg.output, SUMMARY_NAME))
+    with fs.open(path, "w") as f:
+        json.dump({"metrics": metrics, "config": cfg.model_dump(mode="json")}, f, indent=1)
+
+
+def _checkpoint_step(folder: str) -> int:
+    state = Path(folder) / "trainer_state.json"
+    return int(json.loads(state.read_text())["global_step"]) if state.is_file() else 0
 
 
 def _configure_accelerate(cfg: TrainJobConfig) -> None:
