@@ -53,6 +53,49 @@ class ReviewAppConfig(BaseModel):
     secure_cookies: bool = Field(default=False, description="Mark cookies HTTPS-only (set behind TLS).")
 
 
+class SessionMiddleware:
+    """Signed session cookie {"u": user id or None, "c": CSRF token} in `request.state.session`.
+
+    A plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on the submission path): it
+    reads the cookie before the app runs, and when the handler sets `request.state.session_changed`
+    (or the visitor had no valid cookie) adds the new cookie to the response, with security headers.
+    """
+
+    def __init__(self, app: Any, signer: URLSafeTimedSerializer, max_age: int, secure: bool) -> None:
+        self.app, self.signer, self.max_age = app, signer, max_age
+        self.cookie_flags = f"; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax" + (
+            "; Secure" if secure else ""
+        )
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in _SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        session = None
+        raw = Request(scope).cookies.get(COOKIE)
+        if raw:
+            try:
+                session = self.signer.loads(raw, max_age=self.max_age)
+            except BadSignature:
+                session = None
+        state = scope.setdefault("state", {})
+        fresh = not isinstance(session, dict) or "c" not in session
+        state["session"] = {"u": None, "c": secrets.token_urlsafe(32)} if fresh else session
+        state["session_changed"] = fresh
+
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + self.headers
+                if state["session_changed"]:
+                    value = f"{COOKIE}={self.signer.dumps(state['session'])}{self.cookie_flags}"
+                    headers.append((b"set-cookie", value.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
 class HTTPError(Exception):
     """A refused request: status and the reason shown to the user."""
 
@@ -79,31 +122,7 @@ def create_app(config: ReviewAppConfig) -> FastAPI:
     app.state.store = store
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
-    @app.middleware("http")
-    async def session_cookie(request: Request, call_next: Any) -> Response:
-        session, fresh = None, False
-        raw = request.cookies.get(COOKIE)
-        if raw:
-            try:
-                session = signer.loads(raw, max_age=max_age)
-            except BadSignature:
-                session = None
-        if not isinstance(session, dict) or "c" not in session:
-            session, fresh = {"u": None, "c": secrets.token_urlsafe(32)}, True
-        request.state.session = session
-        request.state.session_changed = fresh
-        response = await call_next(request)
-        if request.state.session_changed:
-            response.set_cookie(
-                COOKIE,
-                signer.dumps(request.state.session),
-                max_age=max_age,
-                httponly=True,
-                samesite="lax",
-                secure=config.secure_cookies,
-            )
-        response.headers.update(_SECURITY_HEADERS)
-        return response
+    app.add_middleware(SessionMiddleware, signer=signer, max_age=max_age, secure=config.secure_cookies)
 
     def wants_json(request: Request) -> bool:
         return "application/json" in request.headers.get("accept", "")
@@ -219,6 +238,13 @@ def create_app(config: ReviewAppConfig) -> FastAPI:
         if aid is None:
             return go(request, "/?message=Nothing+left+in+your+queue", done=True)
         return go(request, f"/task/{aid}")
+
+    @app.get("/queue")
+    def queue(me: Me, kind: str | None = None) -> dict[str, Any]:
+        """The caller's pending task ids, for tools that annotate through the API."""
+        if kind is not None and kind not in TASK_KINDS:
+            raise HTTPError(422, f"kind must be one of {', '.join(TASK_KINDS)}")
+        return {"pending": store.queue(me.id, kind)}
 
     @app.get("/task/{aid}", response_class=HTMLResponse)
     def task_page(request: Request, aid: int, me: Me) -> HTMLResponse:

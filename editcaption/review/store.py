@@ -32,17 +32,20 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
+    insert,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from editcaption.review.tasks import TASK_KINDS, BadResult, validate_payload, validate_result
 
+_BATCH = 500  # items per insert transaction
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _HASHER = PasswordHasher()
 
@@ -187,6 +190,7 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _make_engine(url)
+        self._last_added = 0
         if create:
             Base.metadata.create_all(self.engine)
 
@@ -206,6 +210,14 @@ class Store:
             conn.execution_options(begin="IMMEDIATE")
             with Session(bind=conn) as session, session.begin():
                 yield session
+
+    @contextmanager
+    def _write_conn(self) -> Iterator[Connection]:
+        """Like `_write`, without the ORM session: for the per-submission path."""
+        with self.engine.connect() as conn:
+            conn.execution_options(begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -267,9 +279,9 @@ class Store:
         return _info(user) if user is not None else None
 
     def user(self, user_id: int) -> UserInfo | None:
-        with self._read() as s:
-            user = s.get(User, user_id)
-            return _info(user) if user is not None else None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(User.id, User.name, User.is_admin).where(User.id == user_id)).first()
+        return UserInfo(id=row[0], name=row[1], is_admin=row[2]) if row is not None else None
 
     def users(self) -> list[UserInfo]:
         with self._read() as s:
@@ -286,39 +298,56 @@ class Store:
     def add_items(self, items: Iterable[NewItem]) -> tuple[list[int], int]:
         """(ids of the items, new or already there, in input order; how many were new).
 
-        Importing the same queue twice adds nothing: an item is keyed by (project, kind, key).
+        Importing the same queue twice adds nothing: an item is keyed by (project, kind, key). Items
+        are written in batches, each batch one transaction.
         """
         ids, added = [], 0
-        with self._write() as s:
-            for new in items:
-                key = new.key or new.pair_id
-                found = s.scalar(
-                    select(Item.id).where(Item.project == new.project, Item.kind == new.kind, Item.key == key)
-                )
-                if found is not None:
-                    ids.append(found)
-                    continue
-                try:
-                    payload = validate_payload(new.kind, new.payload)
-                except BadResult as exc:
-                    raise StoreError(f"item {new.pair_id}: {exc}") from None
-                item = Item(
-                    project=new.project,
-                    kind=new.kind,
-                    key=key,
-                    pair_id=new.pair_id,
-                    source=new.source,
-                    target=new.target,
-                    source_path=new.source_path,
-                    target_path=new.target_path,
-                    payload=payload,
-                    created_at=_now(),
-                )
-                s.add(item)
-                s.flush()
-                ids.append(item.id)
-                added += 1
+        batch: list[NewItem] = []
+        for new in items:
+            batch.append(new)
+            if len(batch) == _BATCH:
+                ids, added = ids + self._add_batch(batch), added + self._last_added
+                batch = []
+        if batch:
+            ids, added = ids + self._add_batch(batch), added + self._last_added
         return ids, added
+
+    def _add_batch(self, batch: list[NewItem]) -> list[int]:
+        rows = []
+        for new in batch:
+            try:
+                payload = validate_payload(new.kind, new.payload)
+            except BadResult as exc:
+                raise StoreError(f"item {new.pair_id}: {exc}") from None
+            row = new.model_dump()
+            rows.append({**row, "key": new.key or new.pair_id, "payload": payload, "created_at": _now()})
+        keys = {(r["project"], r["kind"], r["key"]) for r in rows}
+        with self._write() as s:
+            found: dict[tuple[str, str, str], int] = {}
+            for project, kind in {(p, k) for p, k, _ in keys}:
+                wanted = [key for p, k, key in keys if (p, k) == (project, kind)]
+                for item_id, key in s.execute(
+                    select(Item.id, Item.key).where(
+                        Item.project == project, Item.kind == kind, Item.key.in_(wanted)
+                    )
+                ):
+                    found[(project, kind, key)] = item_id
+            fresh, seen = [], set()
+            for r in rows:
+                k = (r["project"], r["kind"], r["key"])
+                if k not in found and k not in seen:
+                    fresh.append(r)
+                    seen.add(k)
+            if fresh:
+                for item_id, project, kind, key in s.execute(
+                    insert(Item).returning(
+                        Item.id, Item.project, Item.kind, Item.key, sort_by_parameter_order=True
+                    ),
+                    fresh,
+                ):
+                    found[(project, kind, key)] = item_id
+        self._last_added = len(fresh)
+        return [found[(r["project"], r["kind"], r["key"])] for r in rows]
 
     def assign(self, item_ids: Iterable[int], annotators: list[str], k: int) -> int:
         """Give each item to `k` distinct annotators, least-loaded first; returns new assignments.
@@ -327,23 +356,33 @@ class Store:
         """
         if k < 1 or k > len(annotators):
             raise StoreError(f"--assign {k} needs 1 to {len(annotators)} annotators (got {len(annotators)})")
-        uids = {name: self.user_id(name) for name in annotators}
+        uids = [self.user_id(name) for name in dict.fromkeys(annotators)]
+        item_ids = list(dict.fromkeys(item_ids))
         created = 0
         with self._write() as s:
-            load = dict.fromkeys(uids.values(), 0)
+            load = dict.fromkeys(uids, 0)
             for uid, count in s.execute(
                 select(Assignment.user_id, func.count())
-                .where(Assignment.user_id.in_(load), Assignment.status == "pending")
+                .where(Assignment.user_id.in_(uids), Assignment.status == "pending")
                 .group_by(Assignment.user_id)
             ):
                 load[uid] = count
-            for item_id in item_ids:
-                have = set(s.scalars(select(Assignment.user_id).where(Assignment.item_id == item_id)))
-                free = sorted((uid for uid in load if uid not in have), key=lambda u: (load[u], u))
-                for uid in free[: max(0, k - len(have & set(load)))]:
-                    s.add(Assignment(item_id=item_id, user_id=uid, status="pending", seq=0))
-                    load[uid] += 1
-                    created += 1
+            for start in range(0, len(item_ids), _BATCH):
+                chunk = item_ids[start : start + _BATCH]
+                have: dict[int, set[int]] = {i: set() for i in chunk}
+                for item_id, uid in s.execute(
+                    select(Assignment.item_id, Assignment.user_id).where(Assignment.item_id.in_(chunk))
+                ):
+                    have[item_id].add(uid)
+                rows = []
+                for item_id in chunk:
+                    free = sorted((u for u in uids if u not in have[item_id]), key=lambda u: (load[u], u))
+                    for uid in free[: max(0, k - len(have[item_id] & set(uids)))]:
+                        rows.append({"item_id": item_id, "user_id": uid, "status": "pending", "seq": 0})
+                        load[uid] += 1
+                if rows:
+                    s.execute(insert(Assignment), rows)
+                    created += len(rows)
         return created
 
     def assign_to(self, item_id: int, user_id: int) -> int:
@@ -374,8 +413,8 @@ class Store:
             query = query.where(Item.kind == kind)
         if project:
             query = query.where(Item.project == project)
-        with self._read() as s:
-            return s.scalar(query)
+        with self.engine.connect() as conn:
+            return conn.scalar(query)
 
     def task(self, user_id: int, assignment_id: int) -> TaskView:
         """The assignment if it is this annotator's; NotYours otherwise."""
@@ -420,21 +459,26 @@ class Store:
 
     def submit(self, user_id: int, assignment_id: int, answer: dict[str, Any]) -> dict[str, Any]:
         """Validate and store an answer (replacing an earlier one); returns it once committed."""
-        with self._write() as s:
-            kind = s.scalar(
-                select(Item.kind)
-                .join(Assignment, Assignment.item_id == Item.id)
-                .where(Assignment.id == assignment_id, Assignment.user_id == user_id)
-            )
+        with self._write_conn() as conn:
+            kind = conn.scalar(_KIND_OF_ASSIGNMENT, {"aid": assignment_id, "uid": user_id})
             if kind is None:
                 raise NotYours(f"no task {assignment_id} assigned to you")
             result = validate_result(kind, answer)
-            s.execute(
-                update(Assignment)
-                .where(Assignment.id == assignment_id)
-                .values(status="done", result=result, submitted_at=_now(), seq=Assignment.seq + 1)
-            )
+            conn.execute(_STORE_ANSWER, {"aid": assignment_id, "result": result, "at": _now()})
         return result
+
+    def queue(self, user_id: int, kind: str | None = None) -> list[int]:
+        """The annotator's pending assignment ids, in the order `next_assignment` serves them."""
+        query = (
+            select(Assignment.id)
+            .join(Item, Item.id == Assignment.item_id)
+            .where(Assignment.user_id == user_id, Assignment.status == "pending")
+            .order_by(Assignment.item_id)
+        )
+        if kind:
+            query = query.where(Item.kind == kind)
+        with self.engine.connect() as conn:
+            return list(conn.scalars(query))
 
     def skip(self, user_id: int, assignment_id: int) -> None:
         self._set_status(user_id, assignment_id, "skipped")
@@ -553,6 +597,24 @@ class Store:
             return s.scalar(
                 select(Assignment.id).where(Assignment.item_id == item_id, Assignment.user_id == user_id)
             )
+
+
+# The per-submission statements, built once: a submission is one SELECT and one UPDATE.
+_KIND_OF_ASSIGNMENT = (
+    select(Item.kind)
+    .join(Assignment, Assignment.item_id == Item.id)
+    .where(Assignment.id == bindparam("aid"), Assignment.user_id == bindparam("uid"))
+)
+_STORE_ANSWER = (
+    update(Assignment)
+    .where(Assignment.id == bindparam("aid"))
+    .values(
+        status="done",
+        result=bindparam("result", type_=JSON),
+        submitted_at=bindparam("at"),
+        seq=Assignment.seq + 1,
+    )
+)
 
 
 def _make_engine(url: str) -> Engine:

@@ -52,6 +52,45 @@ def running_app(config: ReviewAppConfig, timeout: float = 30.0) -> Iterator[str]
         thread.join(timeout)
 
 
+@contextmanager
+def serve_process(store: str, data: str | Path | None = None, timeout: float = 60.0) -> Iterator[str]:
+    """`editcaption review serve` in a child process (its own interpreter, so load generators in this
+    process do not compete with it for the GIL); yields the base URL, terminates and waits on exit."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "editcaption", "review", "serve", "--store", store, "--port", str(port)]
+    if data is not None:
+        cmd += ["--data", str(data)]
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"review server exited: {log.read().decode()[-2000:]}")
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"review server did not answer on port {port} within {timeout} s")
+                time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def postgres_bin() -> Path:
     """Debian's PostgreSQL server binaries; a clear error when the package is missing."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
