@@ -27,6 +27,8 @@ rebuilt from `metrics.json` alone. Its shape (every key optional; missing ones d
          "agreement": 0.78, "kappa": 0.6, "confusion": {"correct": {"correct": 200, ...}, ...}}
       ],
       "consistency": {"self_consistency": {...}, "position_swap": {...}},  # from `metrics`, as given
+      "judge_passes": [...], "comparisons": [...], "captions": [...],  # the eval job's cells (`summaries`)
+      "quarantine": {"eval-400": {"empty_file": 1}},
       "published": [                    # reference rows, labelled as published in every table
         {"model": "paper-8b", "benchmark": "eval-400", "source": "paper, table 2",
          "mean": 4.2, "correct": 71.0, "minor_error": 18.5, "critical_error": 10.5}
