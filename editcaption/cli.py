@@ -112,10 +112,10 @@ def _later(name: str, issue: int, what: str) -> None:
 
 
 _later("checks", 8, "Failure-mode toolkit: flip consistency, viewpoint lint, attribute coverage")
-_later("demo", 9, "The miniature world, end to end")
 
 
 # Each stage package owns its commands; their modules import heavy libraries only inside commands.
+from editcaption.demo.cli import demo_command  # noqa: E402
 from editcaption.evaluation.cli import eval_command  # noqa: E402
 from editcaption.review.cli import app as review_app  # noqa: E402
 from editcaption.serving.cli import serve_command  # noqa: E402
@@ -125,3 +125,4 @@ app.add_typer(review_app, name="review")
 app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
 app.command("serve")(serve_command)
+app.command("demo")(demo_command)
