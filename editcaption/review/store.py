@@ -186,8 +186,11 @@ def sqlite_url(path: str | Path) -> str:
 class Store:
     """All reads and writes of the review app; one instance per process, safe to share between threads."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, hasher: PasswordHasher | None = None) -> None:
+        """`hasher` sets the argon2 cost of new passwords (default: argon2-cffi's recommended one);
+        verifying always uses the cost stored in each hash."""
         self.url = url
+        self.hasher = hasher or _HASHER
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _make_engine(url)
         self._last_added = 0
@@ -244,7 +247,7 @@ class Store:
         check_name(name)
         if len(password) < 8:
             raise StoreError("a password needs at least 8 characters")
-        hashed = _HASHER.hash(password)
+        hashed = self.hasher.hash(password)
         with self._write() as s:
             user = s.scalar(select(User).where(User.name == name))
             if user is not None and not replace:
