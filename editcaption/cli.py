@@ -100,21 +100,8 @@ def _load(path: Path, model: type, overrides: dict) -> Any:
         raise typer.Exit(2) from e
 
 
-def _later(name: str, issue: int, what: str) -> None:
-    def command() -> None:
-        console.print(
-            f"[yellow]`editcaption {name}` is not in this release yet[/yellow] ({what}; issue #{issue})."
-        )
-        raise typer.Exit(2)
-
-    command.__doc__ = f"{what} (not in this release yet: issue #{issue})."
-    app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
-
-
-_later("checks", 8, "Failure-mode toolkit: flip consistency, viewpoint lint, attribute coverage")
-
-
 # Each stage package owns its commands; their modules import heavy libraries only inside commands.
+from editcaption.checks.cli import app as checks_app  # noqa: E402
 from editcaption.demo.cli import demo_command  # noqa: E402
 from editcaption.evaluation.cli import eval_command  # noqa: E402
 from editcaption.review.cli import app as review_app  # noqa: E402
@@ -123,6 +110,7 @@ from editcaption.training.cli import app as train_app  # noqa: E402
 
 app.add_typer(review_app, name="review")
 app.add_typer(train_app, name="train")
+app.add_typer(checks_app, name="checks")
 app.command("eval")(eval_command)
 app.command("serve")(serve_command)
 app.command("demo")(demo_command)
