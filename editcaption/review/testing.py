@@ -142,9 +142,13 @@ def write_review_queue(path: str | Path, n: int, size: tuple[int, int] = (96, 64
 
     from editcaption.synthesis.finalize import REVIEW_SCHEMA
 
-    def png(x: int, shade: int) -> bytes:
+    w, h = size
+    side = max(4, h // 3)
+
+    def png(left: float, shade: int) -> bytes:
         img = Image.new("RGB", size, (240, 240, 235))
-        ImageDraw.Draw(img).rectangle([x, 16, x + 20, 36], fill=(shade, 40, 200 - shade))
+        x, y = int(left * w), (h - side) // 2
+        ImageDraw.Draw(img).rectangle([x, y, x + side, y + side], fill=(shade, 40, 200 - shade))
         buf = io.BytesIO()
         img.save(buf, "PNG")
         return buf.getvalue()
@@ -187,8 +191,8 @@ def write_review_queue(path: str | Path, n: int, size: tuple[int, int] = (96, 64
         rows.append(
             {
                 "pair_id": pid,
-                "source": png(10, i % 200),
-                "target": png(60, i % 200),
+                "source": png(0.1, i % 200),
+                "target": png(0.6, i % 200),
                 "status": "kept",
                 "review_priority": 1.0 - i / max(n, 1),
                 "review_reasons": ["candidates_disagree", "direction_words"],
