@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from editcaption.engines import (
     EngineRequest,
+    GroupedStep,
     OpenAIEngineConfig,
     SamplingSettings,
     TransformersEngineConfig,
@@ -153,6 +154,34 @@ def test_transformers_engine_in_ray_data(ray_local, tiny_model):
     results = engine.generate(_requests(logprobs=False))
     assert [r.request_id for r in results] == ["pair-0", "pair-1", "pair-2"]
     assert all(r.error is None and r.text is not None and r.token_logprobs is None for r in results)
+
+
+def test_grouped_steps_run_in_turn_on_one_engine(ray_local, tiny_model):
+    """`apply_steps`: the second round sees what the first merged, each round records its own time,
+    and a greedy request asked again in round two gets the same answer from the same engine."""
+    import ray.data
+
+    engine = make_engine(TransformersEngineConfig(model=str(tiny_model), max_pixels=160 * 128))
+    requests = _requests(logprobs=False)
+
+    def ask(row: dict) -> list[EngineRequest]:
+        return [requests[row["i"]].model_copy(update={"request_id": f"{row['i']}-{len(row)}"})]
+
+    def first(row: dict, results: list) -> dict:
+        return {**row, "first": results[0].text}
+
+    def second(row: dict, results: list) -> dict:
+        assert row["first"] is not None  # round two runs on round one's output
+        return {**row, "second": results[0].text}
+
+    steps = [GroupedStep(ask, first, "first_seconds"), GroupedStep(ask, second, "second_seconds")]
+    rows = engine.apply_steps(
+        ray.data.from_items([{"i": i} for i in range(3)]), steps, batch_size=3
+    ).take_all()
+    assert sorted(r["i"] for r in rows) == [0, 1, 2]
+    for row in rows:
+        assert row["first"] == row["second"] and row["first"]
+        assert row["first_seconds"] > 0 and row["second_seconds"] > 0
 
 
 @pytest.fixture(scope="module")

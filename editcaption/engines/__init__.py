@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from editcaption.engines.base import Engine, EngineRequest, EngineResult, SamplingSettings
+from editcaption.engines.base import Engine, EngineRequest, EngineResult, GroupedStep, SamplingSettings
 from editcaption.engines.openai_engine import OpenAIEngine, OpenAIEngineConfig
 from editcaption.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
 from editcaption.engines.vllm_engine import VLLMEngine, VLLMEngineConfig
@@ -33,6 +33,7 @@ __all__ = [
     "EngineConfig",
     "EngineRequest",
     "EngineResult",
+    "GroupedStep",
     "OpenAIEngineConfig",
     "SamplingSettings",
     "TransformersEngineConfig",

@@ -13,6 +13,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -129,18 +130,22 @@ class Engine(ABC):
         With `seconds_column`, each row also gets its share of the engine time its batch took, so a
         job can report per-stage time by summing the column.
         """
+        return self.apply_steps(ds, [GroupedStep(expand, merge, seconds_column)], batch_size, replicas)
+
+    def apply_steps(
+        self, ds: ray.data.Dataset, steps: list[GroupedStep], batch_size: int = 8, replicas: int = 1
+    ) -> ray.data.Dataset:
+        """Several grouped rounds on one engine, one after the other inside the same actor call.
+
+        When two stages ask the same model (captioning, then scoring with it), one engine doing both
+        holds one copy of the weights and never competes with a second engine for the same cores.
+        """
         from ray.data import ActorPoolStrategy
 
         cls, kwargs, resources = self.predictor()
         return ds.map_batches(
             GroupedCall,
-            fn_constructor_kwargs={
-                "predictor_cls": cls,
-                "predictor_kwargs": kwargs,
-                "expand": expand,
-                "merge": merge,
-                "seconds_column": seconds_column,
-            },
+            fn_constructor_kwargs={"predictor_cls": cls, "predictor_kwargs": kwargs, "steps": steps},
             batch_size=batch_size,
             compute=ActorPoolStrategy(size=replicas),
             batch_format="pyarrow",
@@ -158,37 +163,45 @@ class Engine(ABC):
         return [by_id[r.request_id] for r in requests]
 
 
-class GroupedCall:
-    """Ray Data callable class behind `Engine.apply_grouped`: all requests of a batch go to the
-    predictor at once, so the engine batches across rows."""
+@dataclass(frozen=True)
+class GroupedStep:
+    """One grouped round: `expand(row)` → requests, `merge(row, results)` → the row for the next round.
 
-    def __init__(
-        self,
-        predictor_cls: type,
-        predictor_kwargs: dict[str, Any],
-        expand: Expand,
-        merge: Merge,
-        seconds_column: str | None = None,
-    ):
+    With `seconds_column`, each row gets its share of the engine time this round took on its batch.
+    """
+
+    expand: Expand
+    merge: Merge
+    seconds_column: str | None = None
+
+
+class GroupedCall:
+    """Ray Data callable class behind `Engine.apply_steps`: per round, all requests of a batch go to
+    the predictor at once, so the engine batches across rows."""
+
+    def __init__(self, predictor_cls: type, predictor_kwargs: dict[str, Any], steps: list[GroupedStep]):
         self.predictor = predictor_cls(**predictor_kwargs)
-        self.expand = expand
-        self.merge = merge
-        self.seconds_column = seconds_column
+        self.steps = steps
 
     def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
-        started = time.perf_counter()
         rows = batch.to_pylist()  # Arrow nulls stay None (numpy batches turn all-null columns into NaN)
-        groups = [[r.to_row() for r in self.expand(row)] for row in rows]
+        for step in self.steps:
+            rows = self._round(rows, step)
+        return rows_to_batch(rows)
+
+    def _round(self, rows: list[dict[str, Any]], step: GroupedStep) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        groups = [[r.to_row() for r in step.expand(row)] for row in rows]
         flat = [request for group in groups for request in group]
         answers = iter(self.predictor.answer_many(flat) if flat else [])
         merged = [
-            self.merge(row, [EngineResult.from_row(next(answers)) for _ in group])
+            step.merge(row, [EngineResult.from_row(next(answers)) for _ in group])
             for row, group in zip(rows, groups, strict=True)
         ]
-        if self.seconds_column:
+        if step.seconds_column:
             share = (time.perf_counter() - started) / len(merged)
-            merged = [{**row, self.seconds_column: share} for row in merged]
-        return rows_to_batch(merged)
+            merged = [{**row, step.seconds_column: share} for row in merged]
+        return merged
 
 
 def request_images(row: dict[str, Any], max_pixels: int, min_pixels: int) -> list[Image.Image]:

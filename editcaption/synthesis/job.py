@@ -260,7 +260,7 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
     """Run (or resume) the job into `config.output` and return its summary."""
     import functools
 
-    from editcaption.engines import make_engine
+    from editcaption.engines import GroupedStep, make_engine
     from editcaption.io import read_pairs, validate_pairs
     from editcaption.ray_setup import init_ray
     from editcaption.synthesis.finalize import finalize
@@ -277,23 +277,22 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
     pairs = validate_pairs(pairs, config.images)
 
     batch = config.pairs_per_batch
-    annotator, scorer = make_engine(config.annotator), make_engine(config.scorer)
-    captioned = annotator.apply_grouped(
-        pairs,
+    caption = GroupedStep(
         expand=functools.partial(caption_expand, n=config.candidates_per_pair, sampling=config.sampling),
         merge=functools.partial(caption_merge, model=config.annotator.model),
-        batch_size=batch,
-        replicas=config.annotator.replicas,
         seconds_column="caption_seconds",
     )
-    scored = scorer.apply_grouped(
-        captioned,
+    score = GroupedStep(
         expand=functools.partial(score_expand, cfg=config.editscore),
         merge=functools.partial(score_merge, cfg=config.editscore, scorer=config.scorer.model),
-        batch_size=batch,
-        replicas=config.scorer.replicas,
         seconds_column="score_seconds",
     )
+    annotator = make_engine(config.annotator)
+    if config.scorer == config.annotator:  # one engine both captions and scores: one copy of the model
+        scored = annotator.apply_steps(pairs, [caption, score], batch, config.annotator.replicas)
+    else:
+        captioned = annotator.apply_steps(pairs, [caption], batch, config.annotator.replicas)
+        scored = make_engine(config.scorer).apply_steps(captioned, [score], batch, config.scorer.replicas)
     decided = scored.map(functools.partial(decide, filt=config.filter, routing=config.routing), num_cpus=0.25)
     if config.checks.flip_consistency:
         from editcaption.checks.flip import FlipConsistencyCheck
