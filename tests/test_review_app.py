@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from editcaption.cli import app as cli
 from editcaption.review.app import ReviewAppConfig
-from editcaption.review.store import Store
+from editcaption.review.exports import item_images
+from editcaption.review.store import NewItem, Store
 from editcaption.review.testing import running_app, write_review_queue
 
 PAIRS = 6
@@ -339,3 +340,27 @@ def test_user_add_refuses_argv_passwords_and_bad_names(tmp_path: Path) -> None:
     assert result.exit_code == 0
     with Store(store) as s:
         assert s.authenticate("ann", "from-the-env") is not None
+
+
+def test_task_images_from_the_data_folder(world: dict) -> None:
+    """Items may reference images by path inside --data; a stored path that escapes it is still refused.
+
+    Runs last: it adds judge items that the export test above does not expect.
+    """
+    with Store(world["store"]) as store:
+        (ok, bad), _ = store.add_items(
+            NewItem(project="paths", kind="judge", pair_id=pid, source_path=path, target_path="imgs/ok.png",
+                    payload={"instruction": "x", "model": "m", "benchmark": "paths"})
+            for pid, path in (("by-path", "imgs/ok.png"), ("escaping", "../secret.png"))
+        )  # fmt: skip
+        alice = store.user_id("alice")
+        ok_aid, bad_aid = store.assign_to(ok, alice), store.assign_to(bad, alice)
+        with pytest.raises(ValueError, match="pass --data"):
+            item_images(store, ok, "by-path", None)
+        source, _ = item_images(store, ok, "by-path", world["data"])
+    assert source == (world["data"] / "imgs" / "ok.png").read_bytes()
+    client, _ = world["sessions"]["alice"]
+    image = client.get(f"/task/{ok_aid}/image/source")
+    assert image.status_code == 200 and image.content == source
+    escaped = client.get(f"/task/{bad_aid}/image/source")
+    assert escaped.status_code == 400 and b"secret" not in escaped.content
