@@ -247,6 +247,36 @@ def _committed_ids(out: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(
+    tmp_path, tiny_model, sample_pairs_dir
+):
+    """Annotator and scorer configs equal: one engine does both rounds (no second model loaded),
+    and both stages still record their own busy time and every pair is accounted for."""
+    import ray
+
+    pairs = tmp_path / "pairs"
+    for pair in sorted(p for p in sample_pairs_dir.iterdir() if p.is_dir())[:4]:
+        shutil.copytree(pair, pairs / pair.name)
+    engine = {"backend": "transformers", "model": str(tiny_model), "max_pixels": 160 * 128}
+    config = SynthesisConfig.model_validate(
+        {
+            "input": str(pairs), "output": str(tmp_path / "out"), "candidates_per_pair": 2,
+            "sampling": {"max_tokens": 8, "temperature": 1.0, "seed": 3}, "editscore": {"max_tokens": 8},
+            "annotator": engine, "scorer": engine, "pairs_per_batch": 2,
+        }
+    )  # fmt: skip
+    try:
+        summary = run_synthesis(config)
+    finally:
+        ray.shutdown()
+    assert summary["pairs"] == 4 and summary["kept"] + summary["filtered"] == 4
+    assert all(seconds > 0 for seconds in summary["stage_seconds"].values())
+    scores = pq.read_table(tmp_path / "out" / "scores.parquet").to_pylist()
+    assert scores and {s["scorer"] for s in scores} == {str(tiny_model)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, sample_pairs_dir):
     """SIGKILL the whole job (driver and its Ray processes) mid-run, rerun it, and count: every pair
     once. Annotator: transformers on the tiny model; scorer: the loopback EditScore stand-in."""
