@@ -200,10 +200,13 @@ def stats_cmd(
     from rich.table import Table
 
     from editcaption.review.stats import review_stats
-    from editcaption.review.store import Store
+    from editcaption.review.store import Store, StoreError
 
-    with Store(store, create=False) as s:
-        stats = review_stats(s, project)
+    try:
+        with Store(store, create=False) as s:
+            stats = review_stats(s, project)
+    except StoreError as exc:
+        _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(stats, indent=2, default=str))
         return
@@ -252,8 +255,11 @@ def labelstudio_export(
     from editcaption.review.labelstudio import export_labelstudio
     from editcaption.review.store import Store
 
-    with Store(store, create=False) as s:
-        n = export_labelstudio(s, kind, out, project=project, data_dir=data)
+    try:
+        with Store(store, create=False) as s:
+            n = export_labelstudio(s, kind, out, project=project, data_dir=data)
+    except ValueError as exc:
+        _fail(str(exc))
     typer.echo(f"{n} {kind} tasks → {out}/tasks.json; labeling config → {out}/config.xml")
 
 

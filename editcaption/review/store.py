@@ -37,6 +37,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -196,6 +197,9 @@ class Store:
         self._last_added = 0
         if create:
             Base.metadata.create_all(self.engine)
+        elif not inspect(self.engine).has_table(Assignment.__tablename__):
+            self.engine.dispose()
+            raise StoreError(f"no review store at {url}: create one with `editcaption review user add`")
 
     def close(self) -> None:
         self.engine.dispose()
