@@ -58,6 +58,11 @@ def save_final_model(trainer: Trainer, cfg: TrainJobConfig) -> None:
         adapter = local / ADAPTER_DIR
         trainer.save_model(str(adapter))  # gathers the adapter under ZeRO-3 on all ranks, rank 0 writes
         if is_main and cfg.lora.merge:
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+            # Training is over: load the base whole on this rank. Left set, the ZeRO-3 config would make
+            # `from_pretrained` partition it, a collective the other ranks (at the barrier) never join.
+            unset_hf_deepspeed_config()
             merge_lora(cfg.model, str(adapter), local, bf16=cfg.bf16)
     else:
         if trainer.is_deepspeed_enabled:
