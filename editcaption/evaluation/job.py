@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from editcaption.evaluation.benchmarks import BenchmarkConfig, read_benchmark
 from editcaption.evaluation.captioning import CaptionerConfig, EvalChecksConfig, caption_expand, caption_merge
@@ -35,12 +35,22 @@ from editcaption.schema import Judgment
 
 
 class HumanSourceConfig(BaseModel):
-    """Where human verdicts come from: a Judgment Parquet (file or folder) as the review app exports it,
-    rows with `judge: human:<annotator>` (other rows are ignored)."""
+    """Where human verdicts come from: the review app's store, or a Judgment Parquet (file or folder)
+    as the review app exports it. Only rows with `judge: human:<annotator>` are read."""
 
     model_config = ConfigDict(extra="forbid")
 
-    parquet: str = Field(description="Path or URI of the Judgment Parquet file or folder.")
+    store_url: str | None = Field(
+        None, description="The review store's database URL (sqlite:///…, postgresql://…), read directly."
+    )
+    project: str | None = Field(None, description="Only this review project's verdicts; None = all.")
+    parquet: str | None = Field(None, description="Path or URI of a Judgment Parquet file or folder.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HumanSourceConfig:
+        if (self.store_url is None) == (self.parquet is None):
+            raise ValueError("give exactly one of store_url and parquet")
+        return self
 
 
 class PublishedRow(BaseModel):
@@ -177,34 +187,44 @@ def _start(table: pa.Table) -> pa.Table:
 
 
 def build_pipeline(config: EvalConfig) -> Any:
-    """The lazy Ray Dataset of finished pair rows (captions, judgments) for every benchmark."""
+    """The lazy Ray Dataset of finished pair rows (captions, judgments) for every benchmark.
+
+    Consecutive stages on the same engine config (a captioner that also judges, say) run as rounds
+    of one grouped call (`Engine.apply_steps`): one copy of the model, no second engine competing for
+    the same devices.
+    """
     from editcaption.engines import make_engine
+    from editcaption.engines.base import GroupedStep
 
     benches = [read_benchmark(b, config.images, config.limit) for b in config.benchmarks]
     ds = benches[0].union(*benches[1:]) if len(benches) > 1 else benches[0]
     ds = ds.map_batches(_start, batch_format="pyarrow", num_cpus=TASK_CPUS)
-    batch = config.pairs_per_batch
-    for i, cap in enumerate(config.captioners):
-        ds = make_engine(cap.engine).apply_grouped(
-            ds,
-            expand=functools.partial(
-                caption_expand, name=cap.name, sampling=cap.sampling, flip=config.checks.flip_consistency
+    stages = [
+        (
+            cap.engine,
+            GroupedStep(
+                expand=functools.partial(
+                    caption_expand, name=cap.name, sampling=cap.sampling, flip=config.checks.flip_consistency
+                ),
+                merge=functools.partial(caption_merge, name=cap.name, checks=config.checks),
+                seconds_column=f"caption_seconds_{i}",
             ),
-            merge=functools.partial(caption_merge, name=cap.name, checks=config.checks),
-            batch_size=batch,
-            replicas=cap.engine.replicas,
-            seconds_column=f"caption_seconds_{i}",
         )
+        for i, cap in enumerate(config.captioners)
+    ]
     if config.judge is not None:
         names = [c.name for c in config.captioners]
-        ds = make_engine(config.judge.engine).apply_grouped(
-            ds,
+        step = GroupedStep(
             expand=functools.partial(judge_expand, captioners=names, cfg=config.judge),
             merge=functools.partial(judge_merge, captioners=names, cfg=config.judge),
-            batch_size=batch,
-            replicas=config.judge.engine.replicas,
             seconds_column="judge_seconds",
         )
+        stages.append((config.judge.engine, step))
+    while stages:
+        engine, steps = stages[0][0], []
+        while stages and stages[0][0] == engine:
+            steps.append(stages.pop(0)[1])
+        ds = make_engine(engine).apply_steps(ds, steps, config.pairs_per_batch, engine.replicas)
     return ds
 
 
@@ -251,7 +271,13 @@ def collect(rows: Any, config: EvalConfig) -> tuple[dict[str, list[dict[str, Any
 
 
 def read_human_judgments(source: HumanSourceConfig) -> list[dict[str, Any]]:
-    """The human rows (`judge` starting with `human:`) of a Judgment Parquet, validated by `summarise`."""
+    """The human rows (`judge` starting with `human:`) of the source, validated later by `summarise`."""
+    if source.store_url is not None:
+        from editcaption.review.exports import judgments
+
+        return [
+            j.to_row() for j in judgments(source.store_url, source.project) if j.judge.startswith("human:")
+        ]
     fs, path = open_fs(source.parquet)
     if not fs.exists(path):
         raise ValueError(f"human judgments: {source.parquet} does not exist")
