@@ -1,0 +1,325 @@
+"""Training costs: HAE-DPO against plain TRL DPO, and SFT through Ray Train against the same TRL run.
+
+    python benchmarks/train.py --model .cache/tiny-qwen3vl --out benchmarks/results/train.json
+
+1. Objective. One policy, one reference and one fixed list of collated batches (bundled sample pairs
+   with rule-written hard negatives, the DPO job's own rows) go through TRL's `DPOTrainer` (sigmoid)
+   and `HAEDPOTrainer` (default margins, hardness on) by `training_step` (forward, reference forward,
+   loss, backward), alternating which goes first each round; warm-up rounds are not timed. The
+   optimizer step, identical for both, is left out, so the ratio is the objective's cost at its
+   largest. On the tiny model the margin's few per-pair operations weigh more than they would on a
+   real one, whose forward dominates. Torch runs one thread and the headline ratio is on process
+   CPU time, which other work on a shared machine does not inflate; wall-clock rates are beside it.
+2. SFT overhead. `run_sft` (Ray Train, 2 CPU workers, gloo, no DeepSpeed) against the same TRL
+   `SFTTrainer` built from the same job config and run by `torchrun` with 2 processes: the same
+   data-parallel work, launched without Ray. Both trainers carry the same callback, which records
+   the time between consecutive optimizer steps on rank 0 (data loading, step, logging and Ray's
+   reporting callback all fall inside); the first steps are dropped and the median interval gives
+   the steady-state rate. Runs alternate between the paths; end-to-end wall times (start-up, data
+   preparation, training, final save) are reported beside the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "editcaption" / "data" / "sample_pairs"
+
+
+def sample_pairs() -> list[dict[str, Any]]:
+    """The bundled pairs as `PreferencePair`-shaped dicts: chosen = reference, rejected = hard negatives."""
+    from editcaption.checks.hard_negatives import hard_negatives
+
+    pairs = []
+    for folder in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
+        meta = json.loads((folder / "meta.json").read_text())
+        source, target = (folder / "source.png").read_bytes(), (folder / "target.png").read_bytes()
+        pairs += hard_negatives(folder.name, source, target, meta["instruction"])
+    return pairs
+
+
+def objective_cost(model: str, pairs: int, batch: int, rounds: int, warmup: int) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from rich.progress import track
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import DPOConfig, DPOTrainer
+
+    from editcaption.training.data import DPO_FEATURES, preference_rows
+    from editcaption.training.hae_dpo import HAEDPOConfig, HAEDPOTrainer
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rows = list(preference_rows(sample_pairs()[:pairs]))
+    dataset = Dataset.from_list(rows, features=DPO_FEATURES)
+    processor = AutoProcessor.from_pretrained(model)
+    policy = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.float32)
+    ref = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.float32)
+    common = dict(
+        use_cpu=True,
+        bf16=False,
+        max_length=None,
+        per_device_train_batch_size=batch,
+        gradient_checkpointing=True,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+    )
+    out = tempfile.mkdtemp(prefix="bench-train-")
+    kwargs = dict(model=policy, ref_model=ref, train_dataset=dataset, processing_class=processor)
+    trainers = {
+        "dpo": DPOTrainer(args=DPOConfig(output_dir=f"{out}/dpo", **common), **kwargs),
+        "hae": HAEDPOTrainer(args=HAEDPOConfig(output_dir=f"{out}/hae", **common), **kwargs),
+    }
+    batches = list(trainers["hae"].get_train_dataloader())
+    inputs = {
+        "hae": batches,
+        "dpo": [{k: v for k, v in b.items() if not k.startswith("hae_")} for b in batches],
+    }
+    for trainer in trainers.values():
+        trainer.current_gradient_accumulation_steps = 1  # set by `train()`'s loop, which is bypassed here
+    policy.train()
+    seconds: dict[str, list[float]] = {"dpo": [], "hae": []}
+    cpu_seconds: dict[str, list[float]] = {"dpo": [], "hae": []}
+    for r in track(range(warmup + rounds), description="objective: DPO vs HAE-DPO"):
+        order = ("dpo", "hae") if r % 2 == 0 else ("hae", "dpo")
+        for i in range(len(batches)):
+            for name in order:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                trainers[name].training_step(policy, dict(inputs[name][i]))
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+                policy.zero_grad(set_to_none=True)
+                if r >= warmup:
+                    seconds[name].append(elapsed)
+                    cpu_seconds[name].append(cpu)
+    samples = rounds * len(rows)
+    rate = {name: samples / sum(s) for name, s in seconds.items()}
+    cpu_rate = {name: samples / sum(s) for name, s in cpu_seconds.items()}
+    return {
+        "rows": len(rows),
+        "batch": batch,
+        "timed_rounds": rounds,
+        "warmup_rounds": warmup,
+        "samples_per_cpu_s": {k: round(v, 3) for k, v in cpu_rate.items()},
+        "samples_per_wall_s": {k: round(v, 3) for k, v in rate.items()},
+        "median_step_cpu_ms": {k: round(1000 * statistics.median(s), 1) for k, s in cpu_seconds.items()},
+        "median_step_wall_ms": {k: round(1000 * statistics.median(s), 1) for k, s in seconds.items()},
+        "time_ratio_hae_over_dpo": round(cpu_rate["dpo"] / cpu_rate["hae"], 4),
+        "wall_time_ratio_hae_over_dpo": round(rate["dpo"] / rate["hae"], 4),
+        "target_time_ratio": 1.05,
+    }
+
+
+def sft_config(model: str, records: str, work: Path, name: str, steps: int, batch: int) -> Any:
+    from editcaption.training.sft import SFTJobConfig
+
+    return SFTJobConfig(
+        model=model,
+        input=records,
+        output=str(work / "models" / name),
+        name=name,
+        storage_path=str(work / "runs"),
+        scratch_dir=str(work / "scratch"),
+        deepspeed="none",
+        bf16=False,
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-4,
+        logging_steps=1,
+        workers={"num_workers": 2, "cpus_per_worker": 1},
+        checkpoint={"save_steps": 100_000},
+    )
+
+
+def write_sft_records(path: Path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for folder in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
+        meta = json.loads((folder / "meta.json").read_text())
+        rows.append(
+            {
+                "pair_id": folder.name,
+                "source": (folder / "source.png").read_bytes(),
+                "target": (folder / "target.png").read_bytes(),
+                "instruction": meta["instruction"],
+                "origin": "synthesis",
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+def step_clock(path: str) -> Any:
+    """A trainer callback that writes, on rank 0, the seconds between consecutive optimizer steps."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.ends.append(time.perf_counter())
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if state.is_world_process_zero:
+                Path(path).write_text(json.dumps([b - a for a, b in itertools.pairwise(self.ends)]))
+
+    return StepClock()
+
+
+def build_timed_sft_trainer(cfg: Any, data_uri: str, output_dir: str, clock: str) -> Any:
+    """The SFT job's own worker trainer (`build_sft_trainer`), plus the step clock."""
+    from editcaption.training.sft import build_sft_trainer
+
+    trainer = build_sft_trainer(cfg, data_uri, output_dir)
+    trainer.add_callback(step_clock(clock))
+    return trainer
+
+
+def sft_direct_worker(config_json: str, clock: str) -> None:
+    """One `torchrun` rank: the SFT job's trainer, built as `build_sft_trainer` does, without Ray."""
+    from accelerate import PartialState
+    from trl import SFTConfig, SFTTrainer
+
+    from editcaption.training.data import load_rows
+    from editcaption.training.export import save_final_model
+    from editcaption.training.model import load_model, load_processor, lora_config, trainer_kwargs
+    from editcaption.training.sft import SFTJobConfig, prepare_sft_data
+
+    cfg = SFTJobConfig.model_validate_json(Path(config_json).read_text())
+    state = PartialState(backend="gloo")
+    data_uri = f"{cfg.storage_path}/{cfg.name}/prepared/sft.parquet"
+    if state.is_main_process:
+        data_uri, _ = prepare_sft_data(cfg)
+    state.wait_for_everyone()
+    output_dir = Path(cfg.scratch_dir) / f"{cfg.name}-direct"
+    trainer = SFTTrainer(
+        model=load_model(cfg),
+        args=SFTConfig(**trainer_kwargs(cfg, str(output_dir)), completion_only_loss=True),
+        train_dataset=load_rows(data_uri, str(output_dir / f"data-rank{state.process_index}")),
+        processing_class=load_processor(cfg),
+        peft_config=lora_config(cfg),
+        callbacks=[step_clock(clock)],
+    )
+    trainer.train()
+    save_final_model(trainer, cfg)
+
+
+def sft_overhead(model: str, warmup: int, timed: int, batch: int, repeats: int) -> dict[str, Any]:
+    import functools
+
+    import ray
+    from rich.progress import track
+
+    from editcaption.ray_setup import init_ray
+    from editcaption.training.ray_train import check_run_folder, launch
+    from editcaption.training.sft import prepare_sft_data
+
+    work = Path(tempfile.mkdtemp(prefix="bench-sft-"))
+    records = write_sft_records(work / "records.parquet")
+    steps = warmup + 1 + timed  # the first interval ends at the second step
+
+    def ray_train(name: str, clock: str) -> None:
+        cfg = sft_config(model, records, work, name, steps, batch)
+        check_run_folder(cfg)  # what `run_sft` does, with the timed builder in place of its own
+        data_uri, _ = prepare_sft_data(cfg)
+        launch(cfg, functools.partial(build_timed_sft_trainer, clock=clock), data_uri)
+
+    def torchrun(name: str, clock: str) -> None:
+        config_json = work / f"{name}.json"
+        config_json.write_text(sft_config(model, records, work, name, steps, batch).model_dump_json())
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+        command += [__file__, "--sft-worker", str(config_json), clock]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as Ray gives each 1-CPU worker
+        subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True)
+
+    started = time.perf_counter()
+    init_ray()
+    ray_init_s = time.perf_counter() - started
+    paths = {"ray_train": ray_train, "torchrun": torchrun}
+    intervals: dict[str, list[float]] = {p: [] for p in paths}
+    walls: dict[str, list[float]] = {p: [] for p in paths}
+    plan = [(r, p) for r in range(repeats) for p in (paths if r % 2 == 0 else reversed(list(paths)))]
+    try:
+        for r, path in track(plan, description="SFT: Ray Train vs torchrun"):
+            clock = work / f"{path}-{r}.steps.json"
+            started = time.perf_counter()
+            paths[path](f"{path}-{r}", str(clock))
+            walls[path].append(round(time.perf_counter() - started, 2))
+            intervals[path] += json.loads(clock.read_text())[warmup:]
+    finally:
+        ray.shutdown()
+
+    global_batch = 2 * batch
+    rate = {p: global_batch / statistics.median(v) for p, v in intervals.items()}
+    return {
+        "workers": 2,
+        "per_worker_batch": batch,
+        "steps_per_run": steps,
+        "timed_steps_per_run": timed,
+        "repeats": repeats,
+        "median_step_s": {p: round(statistics.median(v), 3) for p, v in intervals.items()},
+        "steady_samples_per_s": {p: round(v, 3) for p, v in rate.items()},
+        "ray_overhead": round(rate["torchrun"] / rate["ray_train"] - 1, 4),
+        "target_overhead": 0.10,
+        "end_to_end_wall_s": walls,
+        "ray_init_s": round(ray_init_s, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a Qwen3-VL folder, e.g. from `editcaption fixtures build`")
+    parser.add_argument("--out", default="benchmarks/results/train.json")
+    parser.add_argument("--pairs", type=int, default=24, help="preference rows for the objective part")
+    parser.add_argument("--batch", type=int, default=4, help="pairs (part 1) or samples per worker (part 2)")
+    parser.add_argument("--rounds", type=int, default=6, help="timed passes over the batches (part 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes before them (part 1)")
+    parser.add_argument("--sft-steps", type=int, default=12, help="timed optimizer steps per SFT run")
+    parser.add_argument("--sft-warmup", type=int, default=2, help="untimed steps before them")
+    parser.add_argument("--sft-repeats", type=int, default=2, help="runs per path, alternating")
+    parser.add_argument("--skip-sft", action="store_true", help="only the objective part")
+    parser.add_argument("--sft-worker", nargs=2, metavar=("CONFIG", "CLOCK"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.sft_worker:
+        sft_direct_worker(*args.sft_worker)
+        return
+    if not args.model:
+        parser.error("--model is required")
+
+    result: dict[str, Any] = {
+        "model": args.model,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "note": "measured on a 2-core machine shared with other work running at the same time",
+        },
+        "objective": objective_cost(args.model, args.pairs, args.batch, args.rounds, args.warmup),
+    }
+    if not args.skip_sft:
+        result["sft_ray_train"] = sft_overhead(
+            args.model, args.sft_warmup, args.sft_steps, args.batch, args.sft_repeats
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
