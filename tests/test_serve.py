@@ -400,8 +400,9 @@ def test_fuzz_openapi_no_server_errors(server: Server) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 6
     for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            failures += _fuzz(server, operation, mode, examples=15)
+        failures += _fuzz(server, operation, GenerationMode.POSITIVE, examples=15)
+        if operation.method.upper() == "POST":  # GETs without parameters have nothing to get wrong
+            failures += _fuzz(server, operation, GenerationMode.NEGATIVE, examples=25)
     assert not failures, failures
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
 

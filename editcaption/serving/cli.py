@@ -91,8 +91,9 @@ def run_config(schema: Any, address: str | None = None) -> None:
 
     from editcaption.ray_setup import init_ray
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` runs on `kill` too
     init_ray(address)
+    # After Ray starts: its core worker installs a SIGTERM handler that kills the process on the spot.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` below runs on `kill` too
     try:
         # What `serve run CONFIG` does (Ray 2.60): start Serve with the file's options, deploy its apps.
         client = serve_private.serve_start(
@@ -113,10 +114,10 @@ def run_config(schema: Any, address: str | None = None) -> None:
         started = psutil.Process().children(recursive=True)
         serve.shutdown()
         ray.shutdown()
-        _reap(started)
+        reap(started)
 
 
-def _reap(processes: list[Any], timeout_s: float = 15) -> None:
+def reap(processes: list[Any], timeout_s: float = 15) -> None:
     """Wait for the processes this command started, then kill the stragglers: after `ray.shutdown`
     Ray 2.60 leaves the node's dashboard and runtime-env agents running, orphaned."""
     _, alive = psutil.wait_procs(processes, timeout=timeout_s)
