@@ -1,21 +1,43 @@
-"""Review store on SQLite: users, assignments, answers, undo, exports, and the seeding helper."""
+"""Review store on SQLite and on a real PostgreSQL: users, assignments, answers, undo, exports, stats, seeding."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import create_engine
 
 from editcaption.review.exports import judgments
 from editcaption.review.seed import seed_judgments
 from editcaption.review.store import NewItem, NotYours, Store, StoreError
 from editcaption.review.tasks import BadResult
+from editcaption.review.testing import local_postgres
 from editcaption.schema import Judgment
 
+CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # argon2, at a test-friendly cost
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'review.db'}"
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    with local_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store: a new SQLite file, or a new database on the module's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'review.db'}"
+    server = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return server.rsplit("/", 1)[0] + "/" + name
 
 
 def _judge_item(i: int, project: str = "bench") -> NewItem:
@@ -59,7 +81,7 @@ def test_seed_refuses_model_judges(store_url: str) -> None:
 
 
 def test_assign_submit_undo_and_ownership(store_url: str) -> None:
-    with Store(store_url) as store:
+    with Store(store_url, hasher=CHEAP) as store:
         alice = store.add_user("alice", "password-a")
         bob = store.add_user("bob", "password-b")
         ids, added = store.add_items(_judge_item(i) for i in range(4))
@@ -95,3 +117,67 @@ def test_assign_submit_undo_and_ownership(store_url: str) -> None:
         with pytest.raises(StoreError, match="user name"):
             store.add_user("../x", "long-enough")
         assert store.secret() == store.secret()
+
+
+def test_preference_majority_agreement_and_ties(store_url: str) -> None:
+    from collections import Counter
+
+    from editcaption.review.exports import preference_pairs
+
+    votes = {  # pair -> each annotator's (chosen, error_type, severity)
+        "p0": [("a", "orientation", "minor"), ("a", "orientation", "critical"), ("b", "other", "minor")],
+        "p1": [("a", "viewpoint", "major"), ("b", "viewpoint", "major")],
+    }
+    with Store(store_url, hasher=CHEAP) as store:
+        uids = {n: store.add_user(n, f"{n}-password") for n in ("ann1", "ann2", "ann3")}
+        for pid, answers in votes.items():
+            (item,), _ = store.add_items(
+                [NewItem(project="p", kind="prefer", pair_id=pid, source=b"S", target=b"T",
+                         payload={"instruction_a": f"{pid} A", "instruction_b": f"{pid} B"})]
+            )  # fmt: skip
+            for name, (chosen, error, severity) in zip(uids, answers, strict=False):
+                aid = store.assign_to(item, uids[name])
+                store.submit(uids[name], aid, {"chosen": chosen, "error_type": error, "severity": severity})
+        skipped: Counter = Counter()
+        (pair,) = list(preference_pairs(store, skipped=skipped))
+    assert skipped == {"tied_vote": 1}
+    assert (pair.pair_id, pair.chosen, pair.rejected) == ("p0", "p0 A", "p0 B")
+    assert pair.error_type == "orientation" and pair.severity == "critical"  # severity tie → the worse
+    assert pair.annotators == ["ann1", "ann2", "ann3"] and pair.agreement == pytest.approx(2 / 3)
+    assert (pair.source, pair.target) == (b"S", b"T")
+
+
+def test_stats_agreement_and_rates(store_url: str) -> None:
+    from editcaption.evaluation.metrics import cohen_kappa
+    from editcaption.review.stats import review_stats
+
+    a = ["correct", "correct", "minor_error", "critical_error"]
+    b = ["correct", "minor_error", "minor_error", "critical_error"]
+    records = [
+        Judgment(pair_id=f"p{i}", instruction=f"i{i}", model="cap-x" if i < 2 else "cap-y", benchmark="bench",
+                 judge=f"human:{who}", verdict=v, error_types=[] if v == "correct" else ["other"])
+        for who, labels in (("ann1", a), ("ann2", b))
+        for i, v in enumerate(labels)
+    ]  # fmt: skip
+    seed_judgments(store_url, records)
+    with Store(store_url) as store:
+        stats = review_stats(store)
+    judge = stats["agreement"]["judge"]
+    assert judge["items_with_2plus"] == 4
+    assert judge["percent_agreement"] == pytest.approx(3 / 4)
+    (pair,) = judge["cohen_kappa"]
+    assert pair["annotators"] == ["ann1", "ann2"] and pair["kappa"] == pytest.approx(cohen_kappa(a, b))
+    assert stats["human_eval"]["by_model"]["cap-x"]["counts"] == {
+        "correct": 3,
+        "minor_error": 1,
+        "critical_error": 0,
+    }
+    assert stats["human_eval"]["by_benchmark"]["bench"]["n"] == 8
+    assert {r["annotator"]: r["done"] for r in stats["progress"]} == {"ann1": 4, "ann2": 4}
+
+
+def test_store_url_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="store URL"):
+        Store("mysql://x")
+    with pytest.raises(StoreError, match="no review store"):
+        Store(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
