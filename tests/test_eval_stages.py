@@ -77,6 +77,24 @@ def test_shipped_eval_configs_validate(path: Path):
         assert config.judge.engine.backend == "openai" and config.judge.pairwise
 
 
+def test_paper_protocol_published_rows_are_labelled_in_the_report(tmp_path):
+    from editcaption.evaluation.report import summarise, write_eval_report
+
+    config = load_config(ROOT / "ray_jobs" / "configs" / "eval-paper-protocol.yaml", EvalConfig)
+    row = {"pair_id": "p", "instruction": "i", "model": "ours-8b-hae-dpo", "benchmark": "eval-400",
+           "judge": "gemini-judge", "verdict": "correct", "error_types": [], "overall": 5.0}  # fmt: skip
+    metrics = summarise([row], [p.model_dump(exclude_none=True) for p in config.published])
+    write_eval_report(metrics, str(tmp_path))
+    report = (tmp_path / "report.md").read_text()
+    assert "| EditCaption-235B (published: arXiv 2604.08213) | 4.72 |" in report
+    assert (
+        "| published | Gemini-3-Pro (published: arXiv 2604.08213, human evaluation) |  |  | 66.0% | — | — |"
+        in report
+    )
+    assert "47.8%" in report or "47.7%" in report  # before post-training, critical errors
+    assert "Gemini-3-Pro" in (tmp_path / "report.html").read_text()
+
+
 def test_eval_config_errors_name_the_field(tmp_path):
     path = tmp_path / "bad.yaml"
     captioner = {"name": "a", "engine": API}
