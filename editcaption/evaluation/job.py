@@ -326,7 +326,9 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     seconds = time.time() - started
     _write_tables(tables, config.output)
 
-    metrics = summarise([*tables["judgments.parquet"], *human], [p.model_dump(exclude_none=True) for p in config.published])
+    metrics = summarise(
+        [*tables["judgments.parquet"], *human], [p.model_dump(exclude_none=True) for p in config.published]
+    )
     metrics["captions"] = caption_cells(tables["instructions.parquet"])
     metrics["judge_passes"] = pass_cells(tables["judge_passes.parquet"])
     metrics["comparisons"] = comparison_cells(tables["comparisons.parquet"])
