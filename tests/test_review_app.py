@@ -25,6 +25,7 @@ from editcaption.review.exports import item_images
 from editcaption.review.store import NewItem, Store
 from editcaption.review.testing import running_app, write_review_queue
 
+pytestmark = pytest.mark.slow  # every test here talks to the app served by uvicorn
 PAIRS = 6
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "root": "root-password"}
 
