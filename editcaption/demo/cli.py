@@ -1,9 +1,62 @@
-"""`editcaption demo` (placeholder until issue #9 lands)."""
+"""`editcaption demo`: the miniature world end to end (or, with --retrain, the annotator from scratch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from editcaption.demo.retrain import COMMITTED
 
-def demo_command() -> None:
-    """The miniature world, end to end (not in this release yet: issue #9)."""
-    typer.echo("`editcaption demo` is not in this release yet (issue #9).", err=True)
-    raise typer.Exit(2)
+
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Run folder: data, models, report.")] = Path("runs/miniature"),
+    seed: Annotated[int, typer.Option(help="Seed of the world pairs (with --retrain: of everything).")] = 0,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            help="Train the weak annotator from scratch into the parent of --annotator instead of running "
+            "the demo (the one command that rebuilds the committed weights)."
+        ),
+    ] = False,
+    annotator: Annotated[
+        Path, typer.Option(help="The weak annotator's model folder (the committed one by default).")
+    ] = COMMITTED / "annotator",
+    pool: Annotated[int, typer.Option(min=8, help="Pairs the annotator drafts instructions for.")] = 512,
+    heldout: Annotated[int, typer.Option(min=10, help="Held-out pairs every model is evaluated on.")] = 200,
+    sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 60,
+    dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 30,
+    train_steps: Annotated[int, typer.Option(min=1, help="With --retrain: optimizer steps.")] = 1500,
+) -> None:
+    """Annotator drafts → filter → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
+    if retrain:
+        from editcaption.demo import retrain as retraining
+
+        config = retraining.RetrainConfig(out=str(annotator.parent), seed=seed, max_steps=train_steps)
+        card = retraining.retrain(config)
+        typer.echo(json.dumps(card["heldout_measured"], indent=1))
+        return
+    if not (annotator / "config.json").is_file():
+        typer.echo(
+            f"--annotator: no model at {annotator} (config.json missing); "
+            "train one with `editcaption demo --retrain`",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from editcaption.demo.pipeline import DemoConfig, run_demo
+
+    report = run_demo(
+        DemoConfig(
+            out=str(out),
+            annotator=str(annotator),
+            seed=seed,
+            pool=pool,
+            heldout=heldout,
+            sft_steps=sft_steps,
+            dpo_steps=dpo_steps,
+        )
+    )
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"seconds: {report['seconds']}")
