@@ -1,8 +1,9 @@
 """HAE-DPO objective: the pure margin, equality with TRL's sigmoid DPO at zero weights, margin effects,
 gradients, per-error-type metrics and a short real `train()` on the tiny Qwen3-VL.
 
-Rows are the bundled sample pairs with rule-written hard negatives (`checks.hard_negatives`), so
-every rejected instruction carries a real error type and severity.
+Rows are the DPO job's own (`training.data.preference_rows`: the instruction prompt, source and
+target images) for the bundled sample pairs with rule-written hard negatives
+(`checks.hard_negatives`), so every rejected instruction carries a real error type and severity.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from PIL import Image
-from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen3VLForConditionalGeneration
 from trl import DPOConfig, DPOTrainer
 
 from editcaption.checks.hard_negatives import hard_negatives
 from editcaption.schema import ERROR_TYPES, SEVERITIES
+from editcaption.training.data import DPO_FEATURES, preference_rows
 from editcaption.training.hae_dpo import (
     HAEDPOConfig,
     HAEDPOTrainer,
@@ -35,42 +37,27 @@ ZERO = {
     "type_margins": {},
     "hardness_weight": 0.0,
 }
-PROMPT = "Write the instruction that turns the first image into the second."
 
 
-def preference_rows(sample_pairs_dir: Path, per_type: int = 2) -> list[dict]:
-    """TRL vision preference rows from sample pairs + hard negatives, `per_type` of each error type seen."""
-    rows, counts = [], {}
+def half_size_png(path: Path) -> bytes:
+    """The image at half its size (a quarter of the image tokens keeps the tests fast)."""
+    image = Image.open(path)
+    out = io.BytesIO()
+    image.resize((image.width // 2, image.height // 2)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def labelled_pairs(sample_pairs_dir: Path, per_type: int = 2) -> Dataset:
+    """The DPO job's rows (`training.data`) for sample pairs + hard negatives, `per_type` of each error type."""
+    pairs, counts = [], {}
     for folder in sorted(sample_pairs_dir.iterdir()):
         meta = json.loads((folder / "meta.json").read_text())
-        source, target = (folder / "source.png").read_bytes(), (folder / "target.png").read_bytes()
+        source, target = half_size_png(folder / "source.png"), half_size_png(folder / "target.png")
         for neg in hard_negatives(folder.name, source, target, meta["instruction"]):
-            if counts.get(neg["error_type"], 0) >= per_type:
-                continue
-            counts[neg["error_type"]] = counts.get(neg["error_type"], 0) + 1
-            images = [Image.open(io.BytesIO(b)).convert("RGB").resize((64, 64)) for b in (source, target)]
-            rows.append(
-                {
-                    "images": images,
-                    "prompt": [
-                        {
-                            "role": "user",
-                            "content": [
-                                {"type": "image"},
-                                {"type": "image"},
-                                {"type": "text", "text": PROMPT},
-                            ],
-                        }
-                    ],
-                    "chosen": [{"role": "assistant", "content": [{"type": "text", "text": neg["chosen"]}]}],
-                    "rejected": [
-                        {"role": "assistant", "content": [{"type": "text", "text": neg["rejected"]}]}
-                    ],
-                    "error_type": neg["error_type"],
-                    "severity": neg["severity"],
-                }
-            )
-    return rows
+            if counts.get(neg["error_type"], 0) < per_type:
+                counts[neg["error_type"]] = counts.get(neg["error_type"], 0) + 1
+                pairs.append(neg)
+    return Dataset.from_list(list(preference_rows(pairs)), features=DPO_FEATURES)
 
 
 def dpo_args(cls: type, out: Path, **kwargs) -> DPOConfig:
@@ -93,15 +80,15 @@ def dpo_args(cls: type, out: Path, **kwargs) -> DPOConfig:
 def world(tiny_model: Path, sample_pairs_dir: Path) -> dict:
     """Processor, the labelled dataset, a reference model and a policy nudged away from it (so Δ ≠ 0)."""
     processor = AutoProcessor.from_pretrained(tiny_model)
-    rows = preference_rows(sample_pairs_dir)
-    assert {r["error_type"] for r in rows} >= {"orientation", "viewpoint", "attribute"}
+    dataset = labelled_pairs(sample_pairs_dir)
+    assert set(dataset["error_type"]) >= {"orientation", "viewpoint", "attribute"}
     ref = Qwen3VLForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.float32)
     policy = Qwen3VLForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.float32)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=generator))
-    return {"processor": processor, "dataset": Dataset.from_list(rows), "ref": ref, "policy": policy}
+    return {"processor": processor, "dataset": dataset, "ref": ref, "policy": policy}
 
 
 def hae_trainer(world: dict, tmp_path: Path, **kwargs) -> HAEDPOTrainer:
@@ -256,7 +243,7 @@ def test_margin_loss_matches_formula_and_grows(world: dict, tmp_path: Path) -> N
         assert trainer._metrics["eval"]["hae/margin"][-1] == pytest.approx(margin.mean().item(), rel=1e-5)
 
         losses = []
-        for scale in (0.0, 0.5, 1.0, 2.0):
+        for scale in (0.0, 1.0, 2.0):
             trainer._severity_weights = scale * torch.tensor([0.5, 1.0, 2.0])
             losses.append(trainer.compute_loss(world["policy"], dict(batch)).item())
     assert losses == sorted(losses) and losses[0] < losses[-1] - 0.1
@@ -334,3 +321,30 @@ def test_peft_reference_is_adapter_off(tiny_model: Path, world: dict, tmp_path: 
     loss.backward()
     lora_grads = [p.grad for n, p in trainer.model.named_parameters() if "lora_" in n and p.grad is not None]
     assert lora_grads and all(torch.isfinite(g).all() for g in lora_grads)
+
+
+def test_moe_router_loss_kept_and_zero_weights_equal_trl(
+    tiny_moe_model: Path, world: dict, tmp_path: Path
+) -> None:
+    """Tiny Qwen3-VL-MoE with the router loss on: TRL adds it in its own loss, so HAE-DPO keeps it unchanged."""
+    policy = AutoModelForImageTextToText.from_pretrained(tiny_moe_model, dtype=torch.float32)
+    ref = AutoModelForImageTextToText.from_pretrained(tiny_moe_model, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=generator))
+    common = dict(
+        model=policy, ref_model=ref, train_dataset=world["dataset"], processing_class=world["processor"]
+    )
+    hae = HAEDPOTrainer(
+        args=dpo_args(HAEDPOConfig, tmp_path / "hae", router_aux_loss_coef=0.01, **ZERO), **common
+    )
+    stock = DPOTrainer(args=dpo_args(DPOConfig, tmp_path / "stock", router_aux_loss_coef=0.01), **common)
+    assert hae.aux_loss_enabled and stock.aux_loss_enabled
+    batch = first_batch(hae)
+    policy.eval()
+    with torch.no_grad():
+        hae_loss = hae.compute_loss(policy, dict(batch))
+        stock_loss = stock.compute_loss(policy, {k: v for k, v in batch.items() if not k.startswith("hae_")})
+    assert torch.equal(hae_loss, stock_loss), (hae_loss.item(), stock_loss.item())
+    assert hae._metrics["eval"]["aux_loss"][-1] == stock._metrics["eval"]["aux_loss"][-1] > 0
