@@ -181,3 +181,40 @@ def test_store_url_errors(tmp_path: Path) -> None:
         Store("mysql://x")
     with pytest.raises(StoreError, match="no review store"):
         Store(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
+
+
+def test_import_from_review_queue(tmp_path: Path) -> None:
+    """Unscored pairs still reach people (first parsed candidate); pairs with nothing to show are counted."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from editcaption.review.importers import import_tasks
+    from editcaption.review.testing import write_review_queue
+
+    queue = write_review_queue(tmp_path / "run" / "review_queue.parquet", 3)
+    rows = pq.read_table(queue).to_pylist()
+    rows[0]["best_instruction"] = None  # nothing scored
+    rows[0]["scores"] = "[]"
+    candidates = json.loads(rows[2]["candidates"])
+    rows[2]["candidates"] = json.dumps([{**c, "instruction": None, "parsed": False} for c in candidates])
+    rows[2]["best_instruction"] = None
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(queue)), queue)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with Store(url, hasher=CHEAP) as store:
+        store.add_user("ann", "ann-password")
+        refine = import_tasks(store, tmp_path / "run", "refine", project="run", annotators=["ann"])
+        prefer = import_tasks(store, queue, "prefer", project="run", annotators=["ann"])
+        assert (refine.items, dict(refine.skipped)) == (2, {"no_parsed_candidate": 1})
+        assert (prefer.items, dict(prefer.skipped)) == (2, {"no_parsed_candidate": 1})
+        tasks = {t["pair_id"]: t["payload"] for t in store.items("refine")}
+        assert tasks["pair-00000"]["instruction"] == "Move the square 1 steps to the left."
+        assert tasks["pair-00001"]["instruction"] == "Move the square 2 steps to the right."
+        assert [c["overall"] for c in tasks["pair-00001"]["candidates"]] == [7.75, 4.9]
+        pair = {t["pair_id"]: t["payload"] for t in store.items("prefer")}["pair-00001"]
+        assert {pair["instruction_a"], pair["instruction_b"]} == {
+            "Move the square 2 steps to the left.", "Move the square 2 steps to the right.",
+        }  # fmt: skip
+        with pytest.raises(ValueError, match="no annotators"):
+            import_tasks(store, queue, "judge", project="run", annotators=[])

@@ -1,7 +1,7 @@
 """Review tasks from the synthesis job's review queue or from any pair dataset.
 
 A synthesis output folder (or its `review_queue.parquet`) gives every kind: refine shows the best
-candidate with all candidates' scores, prefer puts the best candidate against the best different one
+candidate (the first parsed one when none was scored) with all candidates' scores, prefer puts the best candidate against the best different one
 (A/B order drawn from the pair id, so position carries no signal), judge asks about the best one. A pair
 dataset (any layout `editcaption.io` reads) gives refine and judge tasks on its reference
 instructions. Images are stored with each task, or, with `data_dir`, referenced by their path inside
@@ -84,9 +84,10 @@ def _from_queue(path: Path, kind: str, project: str, benchmark: str, skipped: Co
     for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
         for row in batch.to_pylist():
             candidates = _scored_candidates(row)
-            best = row["best_instruction"]
+            # no best when nothing scored (e.g. unparsable scorer replies): a person reads the first candidate
+            best = row["best_instruction"] or (candidates[0]["instruction"] if candidates else None)
             if not best:
-                skipped["no_best_instruction"] += 1
+                skipped["no_parsed_candidate"] += 1
                 continue
             annotator = candidates[0]["model"] if candidates else None
             if kind == "refine":
