@@ -176,8 +176,16 @@ def test_config_validates_and_parses(tmp_path: Path) -> None:
         HAEDPOConfig(output_dir=str(tmp_path), use_cpu=True, severity_margins={"fatal": 1.0})
     with pytest.raises(ValueError, match="hardness_weight must be >= 0"):
         HAEDPOConfig(output_dir=str(tmp_path), use_cpu=True, hardness_weight=-1.0)
-    with pytest.raises(ValueError, match="loss_type=\\['sigmoid'\\]"):
+    with pytest.raises(ValueError, match="margins are defined for loss_type"):
         HAEDPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="hinge")
+    with pytest.raises(ValueError, match="margins are defined for loss_type"):
+        HAEDPOConfig(
+            output_dir=str(tmp_path), use_cpu=True, loss_type="sigmoid", f_divergence_type="js_divergence"
+        )
+    rpo = HAEDPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2]
+    )
+    assert rpo.uses_margin
     plain = HAEDPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="hinge", **ZERO)
     assert not plain.uses_margin and not plain.needs_labels
     assert set(SEVERITIES) == set(parsed.severity_margins)

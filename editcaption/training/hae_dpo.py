@@ -104,11 +104,15 @@ class HAEDPOConfig(DPOConfig):
                 "HAEDPOConfig does not support ld_alpha (its per-pair metrics use summed log-probs); "
                 "use trl.DPOTrainer for LD-DPO."
             )
-        if self.uses_margin and (self.loss_type != ["sigmoid"] or self.f_divergence_type != "reverse_kl"):
+        # The margin is a shift of π_ref(rejected): exact for sigmoid on reverse-KL log-ratios; TRL's `sft`
+        # term (RPO) reads only the chosen answer, so it may ride along. Elsewhere the shift means something else.
+        loss_ok = "sigmoid" in self.loss_type and set(self.loss_type) <= {"sigmoid", "sft"}
+        if self.uses_margin and not (loss_ok and self.f_divergence_type == "reverse_kl"):
             raise ValueError(
-                "HAE-DPO margins are defined for loss_type=['sigmoid'] with f_divergence_type='reverse_kl'; "
-                f"got loss_type={self.loss_type}, f_divergence_type={self.f_divergence_type!r}. "
-                "Set all margin weights to 0 (or margin_cap=0) to train another loss."
+                "HAE-DPO margins are defined for loss_type ['sigmoid'] (optionally with 'sft') and "
+                f"f_divergence_type='reverse_kl'; got loss_type={self.loss_type}, "
+                f"f_divergence_type={self.f_divergence_type!r}. Set all margin weights to 0 (or "
+                "margin_cap=0) to train another loss."
             )
 
     @property
