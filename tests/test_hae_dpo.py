@@ -48,7 +48,7 @@ def half_size_png(path: Path) -> bytes:
 
 
 def labelled_pairs(sample_pairs_dir: Path, per_type: int = 2) -> Dataset:
-    """The DPO job's rows (`training.data`) for sample pairs + hard negatives, `per_type` of each error type."""
+    """The DPO job's rows (`training.data`): sample pairs + hard negatives, `per_type` per error type."""
     pairs, counts = [], {}
     for folder in sorted(sample_pairs_dir.iterdir()):
         meta = json.loads((folder / "meta.json").read_text())
@@ -210,7 +210,7 @@ def test_collator_rejects_bad_and_missing_labels(world: dict) -> None:
 
 
 def test_zero_weights_equal_trl_sigmoid_dpo(world: dict, tmp_path: Path) -> None:
-    """Same model weights, same batch: HAE-DPO with every weight 0 is the stock DPOTrainer's loss and rewards."""
+    """Same weights, same batch: HAE-DPO with every weight 0 gives the stock DPOTrainer's loss and rewards."""
     hae = hae_trainer(world, tmp_path, **ZERO)
     stock = DPOTrainer(
         model=world["policy"],
@@ -309,7 +309,7 @@ def test_two_training_steps_log_hae_metrics(tiny_model: Path, world: dict, tmp_p
 
 
 def test_peft_reference_is_adapter_off(tiny_model: Path, world: dict, tmp_path: Path) -> None:
-    """With LoRA and no ref model, π_ref is the adapter-off base: at init (B = 0) Δ = 0, loss = mean softplus(m)."""
+    """LoRA without a ref model: π_ref is the adapter-off base, so at init (B = 0) loss = mean softplus(m)."""
     from peft import LoraConfig
 
     trainer = HAEDPOTrainer(
@@ -334,7 +334,7 @@ def test_peft_reference_is_adapter_off(tiny_model: Path, world: dict, tmp_path: 
 def test_moe_router_loss_kept_and_zero_weights_equal_trl(
     tiny_moe_model: Path, world: dict, tmp_path: Path
 ) -> None:
-    """Tiny Qwen3-VL-MoE with the router loss on: TRL adds it in its own loss, so HAE-DPO keeps it unchanged."""
+    """Tiny Qwen3-VL-MoE with the router loss on: TRL adds it in its own loss, and HAE-DPO keeps it."""
     policy = AutoModelForImageTextToText.from_pretrained(tiny_moe_model, dtype=torch.float32)
     ref = AutoModelForImageTextToText.from_pretrained(tiny_moe_model, dtype=torch.float32)
     generator = torch.Generator().manual_seed(1)

@@ -56,8 +56,8 @@ class HAEDPOConfig(DPOConfig):
         default_factory=lambda: {"minor": 0.25, "major": 0.5, "critical": 1.0},
         metadata={
             "help": "Margin added per severity of the rejected instruction (minor/major/critical), as a "
-            "dict or its JSON string; a missing key or None means 0. Default 0.25/0.5/1.0: a critical error must be beaten by a full nat more "
-            "than a flawless tie, a minor one by a quarter."
+            "dict or its JSON string; a missing key or None means 0. Default 0.25/0.5/1.0: a critical "
+            "error must be beaten by a full nat more than a flawless tie, a minor one by a quarter."
         },
     )
     type_margins: dict[str, float] | str | None = field(
@@ -105,7 +105,7 @@ class HAEDPOConfig(DPOConfig):
                 "use trl.DPOTrainer for LD-DPO."
             )
         # The margin is a shift of π_ref(rejected): exact for sigmoid on reverse-KL log-ratios; TRL's `sft`
-        # term (RPO) reads only the chosen answer, so it may ride along. Elsewhere the shift means something else.
+        # term (RPO) reads only the chosen answer, so it may ride along. Other losses would change meaning.
         loss_ok = "sigmoid" in self.loss_type and set(self.loss_type) <= {"sigmoid", "sft"}
         if self.uses_margin and not (loss_ok and self.f_divergence_type == "reverse_kl"):
             raise ValueError(
@@ -157,7 +157,7 @@ def reference_hardness(
     rejected_lengths: torch.Tensor,
     length_normalized: bool = True,
 ) -> torch.Tensor:
-    """h = softplus(ℓ_ref(rejected) − ℓ_ref(chosen)): how strongly the reference prefers the rejected answer."""
+    """h = softplus(ℓ_ref(rejected) − ℓ_ref(chosen)): how strongly π_ref prefers the rejected answer."""
     if length_normalized:
         ref_chosen_logps = ref_chosen_logps / chosen_lengths.clamp(min=1)
         ref_rejected_logps = ref_rejected_logps / rejected_lengths.clamp(min=1)
@@ -224,7 +224,7 @@ class HAEDPOTrainer(DPOTrainer):
         self._type_weights = torch.tensor([args.type_margins[t] for t in ERROR_TYPES])
 
     def _set_signature_columns_if_needed(self) -> None:
-        # TRL's vision path keeps only prompt/chosen/rejected/images…; the labels must survive to the collator.
+        # TRL's vision path keeps only prompt/chosen/rejected/images…; labels must reach the collator.
         super()._set_signature_columns_if_needed()
         missing = [c for c in LABEL_COLUMNS if c not in self._signature_columns]
         self._signature_columns = [*self._signature_columns, *missing]
