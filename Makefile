@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE := 1
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup demo test test-fast lint format bench screenshots clean
 
 setup:  ## install the CPU stack into .venv (idempotent)
 	bash scripts/setup.sh
@@ -32,6 +32,9 @@ bench: setup $(TINY)/config.json  ## engine and synthesis throughput/memory → 
 	$(PY) benchmarks/engines.py --model $(TINY) --out benchmarks/results/engines.json
 	$(PY) benchmarks/synthesis.py --model $(TINY) --out benchmarks/results/synthesis.json
 	$(PY) benchmarks/checks.py --model $(TINY) --out benchmarks/results/checks.json
+
+screenshots: setup  ## redraw docs/screenshots/ (review app pages) with the browser test
+	EDITCAPTION_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_review_browser.py
 
 clean:
 	rm -rf .cache runs .pytest_cache .ruff_cache
