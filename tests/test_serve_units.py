@@ -116,3 +116,30 @@ def test_a_name_resolving_to_any_private_address_is_refused(monkeypatch: pytest.
         fetch_image(
             "http://images.example/a.png", UrlFetchConfig(enabled=True, allow_hosts=["images.example"]), 10
         )
+
+
+def test_cli_new_key_prints_only_the_digest_on_stdout() -> None:
+    from typer.testing import CliRunner
+
+    from editcaption.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--new-key"])
+    assert result.exit_code == 0
+    digest = result.stdout.strip().splitlines()[-1]
+    assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
+def test_cli_refuses_bad_configs_before_starting_ray(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from editcaption.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["serve"]).exit_code == 2
+    assert runner.invoke(app, ["serve", "--config", str(tmp_path / "nope.yaml")]).exit_code == 2
+    config = yaml.safe_load((ROOT / "serve_configs" / "captioner.yaml").read_text())
+    config["applications"][0]["args"]["limits"]["max_candidate"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["serve", "--config", str(bad)])
+    assert result.exit_code == 2 and "max_candidate" in result.output

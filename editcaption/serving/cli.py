@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -13,6 +14,8 @@ import psutil
 import typer
 import yaml
 from rich.console import Console
+
+from editcaption.serving.config import MODEL_ENV, ServeConfig
 
 console = Console(stderr=True)
 
@@ -65,15 +68,13 @@ def _load(path: Path, host: str | None, port: int | None, model: str | None) -> 
         http["host"] = host
     if port:
         http["port"] = port
-    for application in data.get("applications") or []:
-        if model:
-            application.setdefault("args", {}).setdefault("captioner", {}).setdefault("engine", {})[
-                "model"
-            ] = model
+    if model:
+        os.environ[MODEL_ENV] = model  # wins over the variable a caller may have set
+        for application in data.get("applications") or []:
+            args = application.setdefault("args", {})
+            args.setdefault("captioner", {}).setdefault("engine", {})["model"] = model
     try:
         schema = ServeDeploySchema.model_validate(data)
-        from editcaption.serving.config import ServeConfig
-
         for application in schema.applications:
             if application.import_path.startswith("editcaption.serving"):
                 ServeConfig.model_validate(application.args)  # our errors before Ray starts

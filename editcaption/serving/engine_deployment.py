@@ -51,7 +51,13 @@ class EngineServer:
             return [self._alone(row) for row in rows]
 
     def _alone(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One row's answer; a refusal caused by the request (vLLM's client errors: too long, bad
+        parameters) is marked ENGINE_REJECTED (a 4xx), anything else stays an engine failure."""
+        from vllm.exceptions import VLLMClientError
+
         try:
             return self.predictor.answer_many([row])[0]
-        except Exception as e:
+        except (VLLMClientError, ValueError) as e:
             return result_row(row, None, error=f"{ENGINE_REJECTED}: {type(e).__name__}: {e}")
+        except Exception as e:
+            return result_row(row, None, error=f"engine failure: {type(e).__name__}: {e}")
