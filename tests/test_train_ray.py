@@ -23,7 +23,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from test_train_data import preference_pairs, records
+from typer.testing import CliRunner
 
+from editcaption.cli import app
 from editcaption.schema import PreferencePair, SFTRecord
 from editcaption.training.dpo import DPOJobConfig, run_dpo
 from editcaption.training.ray_train import SUMMARY_NAME, reported_checkpoints
@@ -102,8 +104,9 @@ def test_sft_zero3_two_workers_then_vllm_generates(tmp_path, ray_local, tiny_mod
     assert_checkpoints(cfg, [1, 2])
     out = Path(cfg.output)
     summary = json.loads((out / SUMMARY_NAME).read_text())
-    assert summary["metrics"]["step"] == 2 and summary["metrics"]["resumed_from_step"] == 0
-    assert math.isfinite(summary["metrics"]["train_loss"])
+    assert summary["metrics"] == result["final"] and summary["config"]["name"] == "sft-full"
+    assert result["final"]["step"] == 2 and result["final"]["resumed_from_step"] == 0
+    assert math.isfinite(result["final"]["train_loss"])
     # Gathered from both ranks: every tensor whole; the language model moved, the frozen vision tower did not.
     before, after = weights(tiny_model), weights(out)
     assert before.keys() == after.keys()
@@ -209,9 +212,10 @@ def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_local, tiny_model, samp
 
 
 @pytest.mark.timeout(900)
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model, sft_parquet):
-    """SIGKILL the driver and its Ray processes after the second checkpoint; `--resume` continues at
-    step 2 rather than restarting, and the rerun without `--resume` is refused."""
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_local, tiny_model, sft_parquet):
+    """SIGKILL the driver and its Ray processes after the second checkpoint; a rerun without `--resume`
+    is refused, and the resumed run (here in-process, on this module's Ray) continues at step 2
+    rather than restarting."""
     config = tmp_path / "job.yaml"
     spec = job(tmp_path, tiny_model, sft_parquet, "sft-resume", max_steps=6)
     spec["checkpoint"] = {"save_steps": 2, "keep": None}
@@ -234,14 +238,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model, sft_p
         assert not _registered(run, "checkpoint-0000006")
         stamp = (run / "checkpoint-0000002" / "trainer_state.json").stat().st_mtime_ns
 
-        refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert refused.returncode == 2 and "--resume" in refused.stderr
+        refused = CliRunner().invoke(app, ["train", "sft", "--config", str(config)])
+        assert refused.exit_code == 2 and "--resume" in refused.output
 
-        second = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
-        assert second.returncode == 0, second.stderr[-3000:]
     finally:
         _kill_ray_session(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    result = run_sft(SFTJobConfig(**spec, resume=True))
+    assert result["final"]["resumed_from_step"] == 2 and result["final"]["step"] == 6
 
     metrics = json.loads((tmp_path / "sft-resume" / "model" / SUMMARY_NAME).read_text())["metrics"]
     assert metrics["resumed_from_step"] == 2 and metrics["step"] == 6

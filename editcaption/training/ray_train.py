@@ -104,7 +104,8 @@ def launch(cfg: TrainJobConfig, build_trainer: BuildTrainer, data_uri: str) -> d
     if result.error:
         raise result.error
     return {
-        "metrics": result.metrics,
+        "metrics": result.metrics,  # those reported with the latest checkpoint
+        "final": read_summary(cfg),
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "run": run_uri(cfg),
         "output": cfg.output,
@@ -145,7 +146,6 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     }
     if trainer.accelerator.is_main_process:
         write_summary(cfg, summary)
-    ray.train.report({**summary, "final": 1})
 
 
 def write_summary(cfg: TrainJobConfig, metrics: dict[str, float]) -> None:
@@ -153,6 +153,16 @@ def write_summary(cfg: TrainJobConfig, metrics: dict[str, float]) -> None:
     fs, path = open_fs(posixpath.join(cfg.output, SUMMARY_NAME))
     with fs.open(path, "w") as f:
         json.dump({"metrics": metrics, "config": cfg.model_dump(mode="json")}, f, indent=1)
+
+
+def read_summary(cfg: TrainJobConfig) -> dict[str, float] | None:
+    """The final metrics from `training_summary.json`; None where the driver cannot see the output
+    (a local folder on another node)."""
+    fs, path = open_fs(posixpath.join(cfg.output, SUMMARY_NAME))
+    if not fs.isfile(path):
+        return None
+    with fs.open(path) as f:
+        return json.load(f)["metrics"]
 
 
 def _checkpoint_step(folder: str) -> int:
