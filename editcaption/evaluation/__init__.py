@@ -1,5 +1,6 @@
-"""Evaluation of captioners: judge and human-verdict metrics, and the report that puts them side by side.
+"""Evaluation of captioners: the eval job (benchmarks, captioners, VLM judge), its metrics and report.
 
-Everything here is plain Python and numpy over already-collected judgments, so the numbers can be
-recomputed from stored rows without a model, an engine or a Ray cluster.
+`job.py` runs the pipeline on Ray; `metrics.py`, `summaries.py` and `report.py` are plain Python and
+numpy over the collected rows, so every number can be recomputed from the stored tables without a
+model, an engine or a Ray cluster.
 """
