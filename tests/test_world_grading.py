@@ -49,15 +49,22 @@ def test_flip_consistency_of_truth_and_of_a_side_blind_model(pairs):
     assert blind["rate"] == 0.0
 
 
-def test_injected_label_noise_has_the_configured_rates(pairs):
-    noise = NoiseConfig(orientation=0.5, viewpoint=0.4, attribute=0.2, seed=1)
+def test_injected_label_errors_follow_the_rules(pairs):
+    noise = NoiseConfig(rules={"camera_pan/direction_flipped": 1.0, "recolour/colour_removed": 0.5}, seed=1)
     rows, rates = sft_records(pairs, noise)
     assert len(rows) == len(pairs)
     graded = [grade(r["instruction"], p) for r, p in zip(rows, pairs, strict=True)]
     for error_type, rate in rates.items():
         assert rate == pytest.approx(sum(g.error_type == error_type for g in graded) / len(pairs))
-    eligible = sum(any(v.error_type == "orientation" for v in p.variants) for p in pairs) / len(pairs)
-    assert abs(rates["orientation"] - 0.5 * eligible) < 0.1
+    for g, p in zip(graded, pairs, strict=True):
+        if p.kind == "camera_pan":  # rate 1: every pan is told the wrong way round
+            assert g.variant_kind == "direction_flipped"
+        elif p.kind != "recolour":
+            assert g.exact
+    recolours = [g for g, p in zip(graded, pairs, strict=True) if p.kind == "recolour"]
+    assert 0.25 < sum(g.variant_kind == "colour_removed" for g in recolours) / len(recolours) < 0.75
+    defaults, default_rates = sft_records(pairs, NoiseConfig())
+    assert all(0.05 < default_rates[t] < 0.35 for t in ("orientation", "viewpoint", "attribute"))
     clean, none = sft_records(pairs[:5])
     assert [r["instruction"] for r in clean] == [p.instruction for p in pairs[:5]]
     assert set(none.values()) == {0.0}

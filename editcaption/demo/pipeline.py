@@ -5,8 +5,10 @@ annotator drafts → automatic filter → a routed share "refined" with the worl
 variants of the refined pairs + the project's rule-written hard negatives) → HAE-DPO, and plain DPO
 as the ablation → evaluation of every model on a held-out split and its mirror image.
 
-The filter is the project's viewpoint lint plus parsing (`editcaption.checks`): a draft that names a
-side without a frame of reference, or that does not parse, is dropped. Training goes through the
+No scorer is trained yet, so the review share is chosen by the synthesis stage's routing signals
+alone (drafts with direction or camera words first, `synthesis/route.py`), and the filter is the
+project's viewpoint lint plus parsing (`editcaption.checks`): a draft that names a side without a
+frame of reference, or that does not parse, is dropped. Training goes through the
 project's own jobs (`run_sft`, `run_dpo`: Ray Train on CPU).
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from editcaption.demo.grading import flip_consistency, summarize
 from editcaption.demo.records import png_pair, write_records
 from editcaption.demo.world import WorldConfig, WorldPair, generate, mirrored
 from editcaption.schema import PreferencePair, SFTRecord
+from editcaption.synthesis.route import RoutingConfig, review_priority, select_for_review
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +91,16 @@ def draft_filter_refine(
 ) -> tuple[list[dict], list[WorldPair], dict[str, int]]:
     """SFT records from the drafts: refined (ground truth) for the routed share, kept drafts that pass
     the filter for the rest; returns (records, refined pairs, counts)."""
-    rng = random.Random(cfg.seed)
-    routed = set(rng.sample(range(len(pool)), round(cfg.review_share * len(pool))))
+    routing = RoutingConfig(review_share=cfg.review_share)
+    priorities = [
+        (pair.pair_id, review_priority(None, 0.0, [None], [draft], routing)[0])
+        for pair, draft in zip(pool, drafts, strict=True)
+    ]
+    routed = select_for_review(priorities, cfg.review_share)
     records, refined, counts = [], [], {"refined": 0, "kept": 0, "filtered": 0}
-    for i, (pair, draft) in enumerate(zip(pool, drafts, strict=True)):
+    for pair, draft in zip(pool, drafts, strict=True):
         source, target = png_pair(pair)
-        if i in routed:
+        if pair.pair_id in routed:
             text, origin = pair.instruction, "human"  # ground truth stands in for the human reviewer
             refined.append(pair)
             counts["refined"] += 1

@@ -1,8 +1,8 @@
 """Training records from world pairs: clean or error-injected SFT records, ground-truth preference pairs.
 
-The weak annotator is a captioner trained on labels where a share of instructions was replaced by one
-of the pair's labelled wrong variants; `NoiseConfig` sets that share per error type, as in the paper's
-baseline annotator, which flips orientation, drops or swaps the frame and garbles attributes.
+The weak annotator is a captioner trained on labels where some instructions were replaced by one of the
+pair's labelled wrong variants, by rules that make the paper's baseline mistakes systematically:
+orientation flips, frames dropped or camera moves told as object motion, attributes left out.
 """
 
 from __future__ import annotations
@@ -18,13 +18,30 @@ from pydantic import BaseModel, Field
 from editcaption.demo.world import WorldPair, images
 from editcaption.schema import PreferencePair, SFTRecord
 
+# Systematic mistakes, as a strong VLM makes them: they depend on what the image shows, so a model
+# trained on them learns to repeat them (random label noise would mostly average out). Keys are
+# `<edit kind>/<variant kind>`, or `raise_arm[<facing>]/<variant kind>` for the figure; the first rule
+# of a pair that fires replaces its label with that variant.
+DEFAULT_RULES = {
+    "raise_arm[viewer]/direction_flipped": 0.8,  # orientation: reads the arm's side in the viewer's frame
+    "camera_pan/direction_flipped": 0.7,  # orientation: names the way the content slid
+    "camera_zoom/camera_as_object": 0.7,  # viewpoint: camera zoom told as objects growing
+    "move/frame_dropped": 0.7,  # viewpoint: bare left/right
+    "add/frame_dropped": 0.7,
+    "raise_arm[away]/frame_dropped": 0.7,
+    "recolour/colour_removed": 0.6,  # attribute: the new colour left out
+    "resize/size_removed": 0.6,  # attribute: bigger or smaller left out
+}
+
 
 class NoiseConfig(BaseModel):
-    """Chance that a pair's label is replaced by one of its wrong variants of that error type."""
+    """Label errors injected into the weak annotator's training data."""
 
-    orientation: float = Field(0.3, ge=0, le=1, description="Left/right, turn or up/down flipped.")
-    viewpoint: float = Field(0.3, ge=0, le=1, description="Frame dropped or swapped; camera as object.")
-    attribute: float = Field(0.15, ge=0, le=1, description="Colour or size wrong or missing.")
+    rules: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_RULES),
+        description="Chance per `<kind>/<variant kind>` rule that a pair's label becomes that variant; "
+        "the defaults are systematic orientation, viewpoint and attribute mistakes (see DEFAULT_RULES).",
+    )
     seed: int = Field(0, description="Seed of the draws.")
 
 
@@ -37,12 +54,16 @@ def png_pair(pair: WorldPair) -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
+def _rule_kind(pair: WorldPair) -> str:
+    return f"raise_arm[{pair.facts['facing']}]" if pair.kind == "raise_arm" else pair.kind
+
+
 def noisy_instruction(pair: WorldPair, noise: NoiseConfig, rng: random.Random) -> tuple[str, str | None]:
-    """(label, error type injected or None): each error type is tried in turn at its rate."""
-    for error_type in ("orientation", "viewpoint", "attribute"):
-        options = [v for v in pair.variants if v.error_type == error_type]
-        if options and rng.random() < getattr(noise, error_type):
-            return rng.choice(options).text, error_type
+    """(label, error type injected or None): the pair's rules are tried in order, at their rates."""
+    for v in pair.variants:
+        rate = noise.rules.get(f"{_rule_kind(pair)}/{v.kind}", 0.0)
+        if rate and rng.random() < rate:
+            return v.text, v.error_type
     return pair.instruction, None
 
 
@@ -51,7 +72,7 @@ def sft_records(
 ) -> tuple[list[dict], dict[str, float]]:
     """SFTRecord rows (clean, or with injected errors) and the injected rate of each error type."""
     rng = random.Random(noise.seed if noise else 0)
-    rows, injected = [], {"orientation": 0, "viewpoint": 0, "attribute": 0}
+    rows, injected = [], {"orientation": 0, "viewpoint": 0, "attribute": 0, "other": 0}
     for pair in pairs:
         text, error = noisy_instruction(pair, noise, rng) if noise else (pair.instruction, None)
         if error:
