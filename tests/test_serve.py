@@ -193,6 +193,24 @@ def test_openai_chat_with_two_images(server: Server) -> None:
     assert 0 < out["usage"]["completion_tokens"] <= 16
 
 
+def test_the_openai_client_works_against_it(server: Server) -> None:
+    """A generic client: the official `openai` package, pointed at the server."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["tiny-qwen3vl"]
+    content = [*_images(2), {"type": "text", "text": "Describe the edit."}]
+    reply = client.chat.completions.create(
+        model="tiny-qwen3vl", max_tokens=6, messages=[{"role": "user", "content": content}]
+    )
+    assert reply.choices[0].message.role == "assistant" and reply.choices[0].finish_reason in (
+        "stop",
+        "length",
+    )
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
 def test_models_lists_the_served_model(server: Server) -> None:
     r = httpx.get(f"{server.url}/v1/models", headers=_auth())
     assert r.status_code == 200
@@ -200,10 +218,14 @@ def test_models_lists_the_served_model(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"),
-    [({}, 401), ({"Authorization": "Bearer wrong"}, 403), ({"Authorization": f"Basic {KEY}"}, 401)],
+    ("headers", "reason"),
+    [
+        ({}, "missing"),
+        ({"Authorization": "Bearer wrong"}, "invalid"),
+        ({"Authorization": f"Basic {KEY}"}, "Bearer"),
+    ],
 )
-def test_auth_refusals(server: Server, headers: dict[str, str], status: int) -> None:
+def test_auth_refusals(server: Server, headers: dict[str, str], reason: str) -> None:
     chat = {"model": "tiny-qwen3vl", "messages": [{"role": "user", "content": "hi"}]}
     responses = [
         httpx.get(f"{server.url}/v1/models", headers=headers),
@@ -211,10 +233,9 @@ def test_auth_refusals(server: Server, headers: dict[str, str], status: int) -> 
         httpx.post(f"{server.url}/v1/instructions", json={}, headers=headers),
     ]
     for r in responses:
-        assert r.status_code == status, r.text
-        assert r.json()["detail"]
-    if status == 401:
-        assert responses[0].headers["www-authenticate"] == "Bearer"
+        assert r.status_code == 401, r.text
+        assert reason in r.json()["detail"]
+        assert r.headers["www-authenticate"].startswith("Bearer")
 
 
 def _huge_png() -> bytes:

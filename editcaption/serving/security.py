@@ -71,7 +71,8 @@ class KeyChecker:
         self.digests = frozenset() if self.disabled else load_key_hashes(cfg)
 
     def check(self, authorization: str | None) -> None:
-        """Raise RequestRefused (401 no key, 403 unknown key) unless auth is disabled or the key is known."""
+        """Raise RequestRefused (401, as RFC 6750 says for a missing or invalid token) unless auth is
+        disabled or the key is known."""
         if self.disabled:
             return
         challenge = {"WWW-Authenticate": "Bearer"}
@@ -83,7 +84,7 @@ class KeyChecker:
         digest = hash_key(key.strip())
         # Compare against every digest so the time taken does not say which one nearly matched.
         if not any(hmac.compare_digest(digest, known) for known in self.digests):
-            raise RequestRefused(403, "unknown API key")
+            raise RequestRefused(401, "invalid API key", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
 def _public(address: str) -> bool:
