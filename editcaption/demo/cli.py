@@ -28,7 +28,7 @@ def demo_command(
     heldout: Annotated[int, typer.Option(min=10, help="Held-out pairs every model is evaluated on.")] = 200,
     sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 60,
     dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 30,
-    train_steps: Annotated[int, typer.Option(min=1, help="With --retrain: optimizer steps.")] = 1500,
+    train_steps: Annotated[int, typer.Option(min=1, help="With --retrain: optimizer steps.")] = 1200,
 ) -> None:
     """Annotator drafts → filter → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:

@@ -37,7 +37,7 @@ class RetrainConfig(BaseModel):
     heldout: int = Field(
         300, ge=10, description="Held-out pairs the annotator's error rates are measured on."
     )
-    max_steps: int = Field(1500, ge=1, description="Optimizer steps.")
+    max_steps: int = Field(1200, ge=1, description="Optimizer steps.")
     batch_size: int = Field(32, ge=1, description="Pairs per step (one CPU worker with 2 threads).")
     learning_rate: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (from scratch).")
     noise: NoiseConfig = Field(default_factory=NoiseConfig, description="Injected label errors.")
@@ -80,7 +80,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         gradient_checkpointing=False,
         logging_steps=25,
         seed=cfg.seed,
-        checkpoint={"save_steps": max(1, cfg.max_steps // 3), "keep": 1},
+        checkpoint={"save_steps": min(200, cfg.max_steps), "keep": 2},
         workers={"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 2},
     )
     result = run_sft(job)
