@@ -28,10 +28,14 @@ lint: setup
 format: setup
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-bench: setup $(TINY)/config.json  ## engine and synthesis throughput/memory → benchmarks/results/*.json
+bench: setup $(TINY)/config.json  ## every benchmark (engines, synthesis, checks, eval, serve, train, review) → benchmarks/results/*.json
 	$(PY) benchmarks/engines.py --model $(TINY) --out benchmarks/results/engines.json
 	$(PY) benchmarks/synthesis.py --model $(TINY) --out benchmarks/results/synthesis.json
 	$(PY) benchmarks/checks.py --model $(TINY) --out benchmarks/results/checks.json
+	$(PY) benchmarks/eval.py --model $(TINY) --out benchmarks/results/eval.json
+	$(PY) benchmarks/serve.py --model $(TINY) --out benchmarks/results/serve.json
+	$(PY) benchmarks/train.py --model $(TINY) --out benchmarks/results/train.json
+	$(PY) benchmarks/review.py --out benchmarks/results/review.json
 
 screenshots: setup  ## redraw docs/screenshots/ (review app pages) with the browser test
 	EDITCAPTION_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_review_browser.py
