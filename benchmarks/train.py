@@ -10,9 +10,12 @@
    largest. On the tiny model the margin's few per-pair operations weigh more than they would on a
    real one, whose forward dominates. Torch runs one thread and the headline ratio is on process
    CPU time, which other work on a shared machine does not inflate; wall-clock rates are beside it.
-2. SFT overhead. `run_sft` (Ray Train, 2 CPU workers, gloo, no DeepSpeed) against the same TRL
-   `SFTTrainer` built from the same job config and run by `torchrun` with 2 processes: the same
-   data-parallel work, launched without Ray. Both trainers carry the same callback, which records
+2. SFT overhead. The SFT job on Ray Train (`launch` with the job's `build_sft_trainer`, 2 CPU
+   workers, gloo, DeepSpeed ZeRO-3 as the job's tests run it) against the same TRL `SFTTrainer`
+   built from the same job config and run by `torchrun` with 2 processes: the same data-parallel
+   work, launched without Ray. (Not `deepspeed: none`: on Ray workers accelerate's state then comes
+   out as `DistributedType.NO`, the model is not wrapped in DDP, and the comparison would be unfair;
+   the JSON records each path's distributed type.) Both trainers carry the same callback, which records
    the wall and process-CPU time between consecutive optimizer steps on rank 0 (data loading, step,
    logging and Ray's reporting callback all fall inside); the first steps are dropped and the median
    interval gives the steady-state rate. The headline overhead is on rank 0's CPU time, which other
@@ -134,7 +137,7 @@ def sft_config(model: str, records: str, work: Path, name: str, steps: int, batc
         name=name,
         storage_path=str(work / "runs"),
         scratch_dir=str(work / "scratch"),
-        deepspeed="none",
+        deepspeed="zero3",  # with `none`, Ray workers get no DDP (see the module docstring)
         bf16=False,
         max_steps=steps,
         per_device_train_batch_size=batch,
@@ -168,6 +171,7 @@ def write_sft_records(path: Path) -> str:
 def step_clock(path: str) -> Any:
     """A trainer callback that writes, on rank 0, wall and process-CPU seconds between optimizer steps."""
     import torch
+    from accelerate import PartialState
     from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
@@ -181,7 +185,12 @@ def step_clock(path: str) -> Any:
             if state.is_world_process_zero:
                 steps = itertools.pairwise(self.ends)
                 wall, cpu = zip(*[(b[0] - a[0], b[1] - a[1]) for a, b in steps], strict=True)
-                clock = {"wall": wall, "cpu": cpu, "torch_threads": torch.get_num_threads()}
+                clock = {
+                    "wall": wall,
+                    "cpu": cpu,
+                    "torch_threads": torch.get_num_threads(),
+                    "distributed_type": str(PartialState().distributed_type),
+                }
                 Path(path).write_text(json.dumps(clock))
 
     return StepClock()
@@ -207,6 +216,8 @@ def sft_direct_worker(config_json: str, clock: str) -> None:
     from editcaption.training.sft import SFTJobConfig, prepare_sft_data
 
     cfg = SFTJobConfig.model_validate_json(Path(config_json).read_text())
+    if cfg.deepspeed_config() is not None:
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as the Ray worker does before its state
     state = PartialState(backend="gloo")
     data_uri = f"{cfg.storage_path}/{cfg.name}/prepared/sft.parquet"
     if state.is_main_process:
@@ -260,6 +271,7 @@ def sft_overhead(model: str, warmup: int, timed: int, batch: int, repeats: int) 
     intervals: dict[str, list[float]] = {p: [] for p in paths}
     cpu_intervals: dict[str, list[float]] = {p: [] for p in paths}
     threads: dict[str, int] = {}
+    distributed: dict[str, str] = {}
     walls: dict[str, list[float]] = {p: [] for p in paths}
     plan = [(r, p) for r in range(repeats) for p in (paths if r % 2 == 0 else reversed(list(paths)))]
     try:
@@ -272,6 +284,7 @@ def sft_overhead(model: str, warmup: int, timed: int, batch: int, repeats: int) 
             intervals[path] += measured["wall"][warmup:]
             cpu_intervals[path] += measured["cpu"][warmup:]
             threads[path] = measured["torch_threads"]
+            distributed[path] = measured["distributed_type"]
     finally:
         ray.shutdown()
 
@@ -284,6 +297,8 @@ def sft_overhead(model: str, warmup: int, timed: int, batch: int, repeats: int) 
         "steps_per_run": steps,
         "timed_steps_per_run": timed,
         "repeats": repeats,
+        "deepspeed": "zero3",
+        "distributed_type": distributed,
         "torch_threads_rank0": threads,
         "median_step_cpu_s": {p: round(statistics.median(v), 3) for p, v in cpu_intervals.items()},
         "median_step_wall_s": {p: round(statistics.median(v), 3) for p, v in intervals.items()},
