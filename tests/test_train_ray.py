@@ -225,12 +225,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_local, tiny_m
     cmd = [sys.executable, "-m", "editcaption", "train", "sft", "--config", str(config)]
     run = tmp_path / "storage" / "sft-resume"
     try:
-        first = subprocess.Popen(
-            cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        log = (tmp_path / "first.log").open("w")
+        first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 600
         while time.time() < deadline and not _registered(run, "checkpoint-0000002"):
-            assert first.poll() is None, "the first run ended before it could be killed"
+            if first.poll() is not None:
+                pytest.fail(
+                    f"the first run ended before it could be killed:\n{_tail(tmp_path / 'first.log')}"
+                )
             time.sleep(0.1)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
@@ -251,6 +253,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_local, tiny_m
     assert metrics["resumed_from_step"] == 2 and metrics["step"] == 6
     assert sorted(p.name for p in run.glob("checkpoint-*")) == [f"checkpoint-{s:07d}" for s in (2, 4, 6)]
     assert (run / "checkpoint-0000002" / "trainer_state.json").stat().st_mtime_ns == stamp  # not redone
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _registered(run: Path, checkpoint: str) -> bool:

@@ -50,8 +50,9 @@ class DPOJobConfig(TrainJobConfig):
     beta: float = Field(0.1, gt=0, description="DPO temperature on the log-ratio difference.")
     hae: dict[str, Any] = Field(
         default_factory=dict,
-        description="HAE-DPO margin weights, passed to HAEDPOConfig by name (see hae_dpo.py); "
-        "must be empty for objective sigmoid.",
+        description="HAE-DPO settings passed to HAEDPOConfig by name (severity_margins, type_margins, "
+        "hardness_weight, margin_cap, ...; see hae_dpo.py); empty keeps its defaults. Must be empty "
+        "for objective sigmoid.",
     )
     hard_negatives: HardNegativeSettings = Field(default_factory=HardNegativeSettings)
     learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (DPO wants a small one).")

@@ -11,13 +11,14 @@ import json
 import logging
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from editcaption.io.fs import is_uri, open_fs
 from editcaption.training.config import TrainJobConfig
@@ -146,6 +147,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     }
     if trainer.accelerator.is_main_process:
         write_summary(cfg, summary)
+    if ray.train.get_context().get_local_rank() == 0:
+        # Every checkpoint is in storage and the model in `output`: free the node's scratch disk.
+        shutil.rmtree(output_dir, ignore_errors=True)
 
 
 def write_summary(cfg: TrainJobConfig, metrics: dict[str, float]) -> None:
@@ -193,10 +197,19 @@ class ReportCheckpoints(TrainerCallback):
     def __init__(self) -> None:
         self.latest: dict[str, float] = {}
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.latest.update(_numbers(logs or {}))
 
-    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         import ray.train
         import torch.distributed as dist
 
