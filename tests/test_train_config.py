@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +151,26 @@ def test_cli_dotted_overrides_keep_the_files_other_nested_values(tmp_path):
     assert cfg.report_to == ["tensorboard"]
     assert _load(path, SFTJobConfig, None, resume=True, name="other").name == "other"
     assert json.loads(cfg.model_dump_json())["workers"]["num_workers"] == 4
+
+
+@pytest.mark.parametrize(("deepspeed", "expected"), [("none", "MULTI_CPU"), ("zero3", "DEEPSPEED")])
+def test_accelerate_state_spans_the_cpu_ranks(deepspeed, expected):
+    """In a process set up like a Ray Train CPU worker (rank env vars, gloo), accelerate's state is
+    multi-process: DDP without DeepSpeed, DeepSpeed with it; never a lone process training alone."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env_vars = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    code = (
+        "from editcaption.training.ray_train import configure_accelerate\n"
+        "from editcaption.training.sft import SFTJobConfig\n"
+        f"cfg = SFTJobConfig(**{BASE!r}, deepspeed={deepspeed!r})\n"
+        "state = configure_accelerate(cfg)\n"
+        "print(state.distributed_type.name, state.device.type)\n"
+        "import torch.distributed as dist\n"
+        "dist.destroy_process_group() if dist.is_initialized() else None\n"
+    )
+    env = {**os.environ, **env_vars, "MASTER_PORT": str(port)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == [expected, "cpu"]

@@ -125,7 +125,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     from editcaption.training.export import save_final_model
 
     cfg: TrainJobConfig = loop_config["config"]
-    _configure_accelerate(cfg)
+    configure_accelerate(cfg)
     scratch = Path(cfg.scratch_dir or tempfile.gettempdir()) / "editcaption-train"
     output_dir = scratch / f"{cfg.name}-{loop_config['attempt']}"
     trainer = loop_config["build_trainer"](cfg, loop_config["data_uri"], str(output_dir))
@@ -174,16 +174,21 @@ def _checkpoint_step(folder: str) -> int:
     return int(json.loads(state.read_text())["global_step"]) if state.is_file() else 0
 
 
-def _configure_accelerate(cfg: TrainJobConfig) -> None:
+def configure_accelerate(cfg: TrainJobConfig) -> Any:
     """Build accelerate's state on the process group Ray Train formed, as a DeepSpeed state if used.
 
-    Left to itself, accelerate would see the CPU ranks as one process and skip DeepSpeed.
+    Left to itself, accelerate would see CPU ranks as one process: it would skip DeepSpeed, and
+    without DeepSpeed each rank would train alone. Without DeepSpeed on CPU the state must be asked
+    for as a CPU state to become multi-process (DDP over gloo).
     """
     from accelerate import PartialState
 
     if cfg.deepspeed_config() is not None:
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-    PartialState(backend="nccl" if cfg.on_gpu else "gloo")
+        return PartialState(backend="nccl" if cfg.on_gpu else "gloo")
+    if cfg.on_gpu:
+        return PartialState(backend="nccl")
+    return PartialState(cpu=True, backend="gloo")
 
 
 class ReportCheckpoints(TrainerCallback):
