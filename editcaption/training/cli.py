@@ -35,7 +35,7 @@ _NAME = Annotated[str | None, typer.Option(help="Override the run name (checkpoi
 def sft(
     config: _CONFIG, resume: _RESUME = False, output: _OUTPUT = None, name: _NAME = None, set_: _SET = None
 ) -> None:
-    """Supervised fine-tuning on SFT records (a synthesis run's sft.parquet, a TRL export, or its folder)."""
+    """Supervised fine-tuning: a synthesis run (folder or sft.parquet), a TRL export, or reference pairs."""
     from editcaption.training.sft import SFTJobConfig, run_sft
 
     cfg = _load(config, SFTJobConfig, set_, resume=resume, output=output, name=name)
@@ -46,7 +46,7 @@ def sft(
 def dpo(
     config: _CONFIG, resume: _RESUME = False, output: _OUTPUT = None, name: _NAME = None, set_: _SET = None
 ) -> None:
-    """Preference training on PreferencePair Parquet: HAE-DPO (objective hae) or plain sigmoid DPO."""
+    """Preference training (PreferencePair Parquet, or reference pairs' hard negatives): HAE-DPO or plain DPO."""
     from editcaption.training.dpo import DPOJobConfig, run_dpo
 
     cfg = _load(config, DPOJobConfig, set_, resume=resume, output=output, name=name)
