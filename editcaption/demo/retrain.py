@@ -49,9 +49,6 @@ class RetrainConfig(BaseModel):
 
 def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     """Train, measure and write the annotator; returns its training metrics and measured error rates."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from editcaption.training.sft import SFTJobConfig, run_sft
 
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
@@ -84,24 +81,38 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         workers={"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 2},
     )
     result = run_sft(job)
-    train_seconds = time.monotonic() - t0
+    return export_annotator(
+        job.output,
+        Path(cfg.out) / "annotator",
+        {
+            "injected_label_error_rates": injected,
+            "train_metrics": result.get("metrics"),
+            "train_seconds": round(time.monotonic() - t0, 1),
+            "config": cfg.model_dump(),
+        },
+        heldout=cfg.heldout,
+        seed=cfg.seed,
+    )
 
-    out = Path(cfg.out) / "annotator"
+
+def export_annotator(
+    trained: str | Path, out: Path, card: dict[str, Any], heldout: int = 300, seed: int = 0
+) -> dict[str, Any]:
+    """Store a trained folder (or a training checkpoint of one) as the annotator in bfloat16, measure it
+    on held-out pairs and write `world_metrics.json` beside it; returns that card."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
     if out.exists():
         shutil.rmtree(out)
-    model = AutoModelForImageTextToText.from_pretrained(job.output, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(trained, dtype=torch.float32)
     model.to(torch.bfloat16).save_pretrained(out)
-    AutoProcessor.from_pretrained(job.output).save_pretrained(out)
-
-    heldout = list(generate(cfg.heldout, WorldConfig(seed=cfg.seed + 1_000_003), prefix="heldout"))
-    measured = summarize(caption_pairs(out, heldout), heldout)
+    AutoProcessor.from_pretrained(trained).save_pretrained(out)
+    pairs = list(generate(heldout, WorldConfig(seed=seed + 1_000_003), prefix="heldout"))
     card = {
         "what": "weak annotator for the miniature world (trained on labels with injected errors)",
-        "injected_label_error_rates": injected,
-        "heldout_measured": measured,
-        "train_metrics": result.get("metrics"),
-        "train_seconds": round(train_seconds, 1),
-        "config": cfg.model_dump(),
+        **card,
+        "heldout_measured": summarize(caption_pairs(out, pairs), pairs),
     }
     (out / "world_metrics.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
