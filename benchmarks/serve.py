@@ -192,6 +192,7 @@ def main() -> None:
     lengths = opts.lengths.split(",")
     batch = app_args["captioner"]["batching"]["max_batch_size"]
     port = _free_port()
+    load_before = os.getloadavg()[0]
     init_ray()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
@@ -224,6 +225,7 @@ def main() -> None:
         "bare_engine_baseline": bare,
         "target": "ratio >= 3 at 32 clients",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work while measured",
+        "load_average_1min": {"before": round(load_before, 1), "after": round(os.getloadavg()[0], 1)},
     }
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
