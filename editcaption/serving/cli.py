@@ -119,8 +119,9 @@ def run_config(schema: Any, address: str | None = None) -> None:
 
 
 def reap(processes: list[Any], timeout_s: float = 15) -> None:
-    """Wait for the processes this command started, then kill the stragglers: after `ray.shutdown`
-    Ray 2.60 leaves the node's dashboard and runtime-env agents running, orphaned."""
+    """Wait for the processes this command started, then kill the stragglers. A safety net: when the
+    driver died without `ray.shutdown`, Ray 2.60 left the node's dashboard and runtime-env agents
+    running, orphaned, and nothing else would ever stop them."""
     _, alive = psutil.wait_procs(processes, timeout=timeout_s)
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
