@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import torch
     from transformers import (
         PreTrainedModel,
         PreTrainedTokenizerFast,
@@ -302,22 +301,6 @@ def _init_model(config: Qwen3VLConfig | Qwen3VLMoeConfig, seed: int) -> PreTrain
     return model.to(torch.float32).eval()
 
 
-_FUSED_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
-
-
-def _published_moe_state_dict(model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """Fused expert weights in the [experts, in, out] layout of published Qwen3-VL-MoE checkpoints.
-
-    transformers 5 holds them as [experts, out, in] and transposes published tensors on load, but its
-    save does not transpose back (the reverse op's shape check sees the model's own shape). vLLM reads
-    the published layout, so that is the one written.
-    """
-    return {
-        name: tensor.transpose(1, 2).contiguous() if name.endswith(_FUSED_EXPERTS) else tensor
-        for name, tensor in model.state_dict().items()
-    }
-
-
 _CARD = """\
 ---
 library_name: transformers
@@ -376,6 +359,8 @@ def build_tiny_qwen3vl(out: str | Path, seed: int = 0, moe: bool = False) -> Pat
     """
     from transformers import GenerationConfig
 
+    from editcaption.training.export import published_layout
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer()
@@ -387,7 +372,9 @@ def build_tiny_qwen3vl(out: str | Path, seed: int = 0, moe: bool = False) -> Pat
         do_sample=False,
     )
     if moe:
-        model.save_pretrained(out, state_dict=_published_moe_state_dict(model), save_original_format=False)
+        model.save_pretrained(
+            out, state_dict=published_layout(model.state_dict()), save_original_format=False
+        )
     else:
         model.save_pretrained(out)
     processor.save_pretrained(out)

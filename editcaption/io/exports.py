@@ -58,7 +58,7 @@ def write_trl_parquet(records: Iterable[dict[str, Any]], out_path: str) -> int:
             rows = [
                 {
                     "pair_id": r["pair_id"],
-                    "images": [{"bytes": _upright(r[k])[0], "path": None} for k in ("source", "target")],
+                    "images": [{"bytes": upright_bytes(r[k])[0], "path": None} for k in ("source", "target")],
                     "messages": _conversation(r["instruction"]),
                 }
                 for r in batch
@@ -84,7 +84,7 @@ def write_sharegpt(
     for r in records:
         images = []
         for role in ("source", "target"):
-            data, ext = _upright(r[role])
+            data, ext = upright_bytes(r[role])
             name = f"images/{safe_name(r['pair_id'])}_{role}.{ext}"
             with fs.open(posixpath.join(root, name), "wb") as f:
                 f.write(data)
@@ -148,7 +148,7 @@ def _prompt_texts() -> tuple[str, str]:
     return texts["system"], texts["user"]
 
 
-def _upright(data: bytes) -> tuple[bytes, str]:
+def upright_bytes(data: bytes) -> tuple[bytes, str]:
     """(encoded bytes, extension) of the image as the pipeline's decoder sees it: upright RGB.
 
     Bytes that are already upright RGB PNG/JPEG are kept, so photographs are not inflated into PNGs.

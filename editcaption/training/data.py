@@ -23,7 +23,7 @@ from datasets import Image as HFImage
 
 from editcaption.checks.augment import mirrored_record
 from editcaption.checks.hard_negatives import hard_negatives, mix_preferences
-from editcaption.io.exports import _upright
+from editcaption.io.exports import upright_bytes
 from editcaption.io.fs import open_fs
 from editcaption.prompts.instruction import instruction_messages
 
@@ -231,7 +231,7 @@ def _assistant(text: str) -> dict[str, Any]:
 
 def _images(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Source then target, upright RGB bytes, as HF `Image` values."""
-    return [{"bytes": _upright(bytes(row[k]))[0], "path": None} for k in ("source", "target")]
+    return [{"bytes": upright_bytes(bytes(row[k]))[0], "path": None} for k in ("source", "target")]
 
 
 def _record_from_trl(row: dict[str, Any], index: int, uri: str) -> dict[str, Any]:

@@ -30,7 +30,13 @@ _FUSED_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 def published_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict with fused MoE expert weights transposed to the published checkpoint layout."""
+    """The state dict with fused MoE expert weights in the [experts, in, out] layout of published
+    Qwen3-VL-MoE checkpoints.
+
+    transformers 5 holds them as [experts, out, in] and transposes published tensors on load, but its
+    save does not transpose back (the reverse op's shape check sees the model's own shape). vLLM reads
+    the published layout, so that is the one written.
+    """
     return {
         name: tensor.transpose(1, 2).contiguous() if name.endswith(_FUSED_EXPERTS) else tensor
         for name, tensor in state_dict.items()
