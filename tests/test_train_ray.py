@@ -96,7 +96,9 @@ def assert_checkpoints(cfg, steps: list[int], ranks: int = 2) -> None:
 
 
 def test_sft_zero3_two_workers_then_vllm_generates(tmp_path, ray_local, tiny_model, sft_parquet):
-    cfg = SFTJobConfig(**job(tmp_path, tiny_model, sft_parquet, "sft-full", augment_mirrored=True))
+    cfg = SFTJobConfig(
+        **job(tmp_path, tiny_model, sft_parquet, "sft-full", augment_mirrored=True, report_to=["tensorboard"])
+    )
     result = run_sft(cfg)
 
     assert result["data"] == {"records": 4, "mirrored_added": 3, "rows": 7}
@@ -115,6 +117,7 @@ def test_sft_zero3_two_workers_then_vllm_generates(tmp_path, ray_local, tiny_mod
     assert any("language_model.layers" in k for k in moved)
     assert not any(".visual.blocks." in k for k in moved)
     assert (out / "tokenizer.json").is_file() and (out / "processor_config.json").is_file()
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))  # outlived the freed scratch
 
     generated = _vllm_generate(out, Path(sft_parquet).parent)
     assert generated.outputs[0].token_ids and len(generated.prompt_token_ids) > 16

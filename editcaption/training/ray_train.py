@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 SUMMARY_NAME = "training_summary.json"
+TENSORBOARD_DIR = "tensorboard"
 BuildTrainer = Callable[[TrainJobConfig, str, str], "Trainer"]
 
 
@@ -128,6 +129,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     configure_accelerate(cfg)
     scratch = Path(cfg.scratch_dir or tempfile.gettempdir()) / "editcaption-train"
     output_dir = scratch / f"{cfg.name}-{loop_config['attempt']}"
+    if "tensorboard" in cfg.report_to:
+        # Scratch is freed at the end, so TensorBoard writes there and its files are copied beside the model.
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / TENSORBOARD_DIR))
     trainer = loop_config["build_trainer"](cfg, loop_config["data_uri"], str(output_dir))
     trainer.add_callback(ReportCheckpoints())
     checkpoint = ray.train.get_checkpoint()
@@ -147,9 +151,18 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     }
     if trainer.accelerator.is_main_process:
         write_summary(cfg, summary)
+        keep_tensorboard_logs(output_dir / TENSORBOARD_DIR, cfg.output)
     if ray.train.get_context().get_local_rank() == 0:
         # Every checkpoint is in storage and the model in `output`: free the node's scratch disk.
         shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def keep_tensorboard_logs(local: Path, output: str) -> None:
+    """Copy TensorBoard's event files from the node's scratch to `output/tensorboard` (local or URI)."""
+    if not local.is_dir():
+        return
+    fs, path = open_fs(posixpath.join(output, TENSORBOARD_DIR))
+    fs.put(str(local), path, recursive=True)
 
 
 def write_summary(cfg: TrainJobConfig, metrics: dict[str, float]) -> None:
