@@ -174,3 +174,15 @@ def test_accelerate_state_spans_the_cpu_ranks(deepspeed, expected):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == [expected, "cpu"]
+
+
+def test_optimizer_settings_reach_the_trainer_arguments(tmp_path):
+    from trl import SFTConfig
+
+    from editcaption.training.model import trainer_kwargs
+
+    cfg = SFTJobConfig(**BASE, deepspeed="none", adam_beta2=0.98, learning_rate=2e-3)
+    args = SFTConfig(**trainer_kwargs(cfg, str(tmp_path)))
+    assert (args.adam_beta2, args.learning_rate) == (0.98, 2e-3)
+    with pytest.raises(ValueError, match="adam_beta2"):
+        SFTJobConfig(**BASE, adam_beta2=1.0)

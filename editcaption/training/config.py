@@ -120,6 +120,12 @@ class TrainJobConfig(_Strict):
     lr_scheduler_type: str = Field("cosine", description="Any transformers scheduler name.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_beta2: float = Field(
+        0.999,
+        gt=0,
+        lt=1,
+        description="AdamW second-moment decay; 0.98 suits short from-scratch runs on tiny models.",
+    )
     num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the data (ignored with max_steps).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 runs the epochs.")
     per_device_train_batch_size: int = Field(1, ge=1, description="Samples per worker per micro-step.")

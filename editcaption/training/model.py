@@ -33,6 +33,7 @@ def trainer_kwargs(cfg: TrainJobConfig, output_dir: str) -> dict[str, Any]:
         "lr_scheduler_type": cfg.lr_scheduler_type,
         "warmup_steps": cfg.warmup_ratio,  # a float below 1 is a share of the steps
         "weight_decay": cfg.weight_decay,
+        "adam_beta2": cfg.adam_beta2,
         "num_train_epochs": cfg.num_train_epochs,
         "max_steps": cfg.max_steps,
         "gradient_checkpointing": cfg.gradient_checkpointing,
