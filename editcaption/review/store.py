@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -178,10 +177,6 @@ def check_name(name: str) -> str:
     if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
         raise StoreError(f"user name {name!r} must be 1-64 characters of letters, digits, '.', '_' or '-'")
     return name
-
-
-def sqlite_url(path: str | Path) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
 
 
 class Store:
