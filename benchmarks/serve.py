@@ -224,7 +224,7 @@ def main() -> None:
         },
         "bare_engine_baseline": bare,
         "target": "ratio >= 3 at 32 clients",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work while measured",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (see load_average_1min for other work)",
         "load_average_1min": {"before": round(load_before, 1), "after": round(os.getloadavg()[0], 1)},
     }
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
