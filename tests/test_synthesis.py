@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from fake_editscore import fake_editscore_server
+from ray_sessions import kill_ray_session
 
 from editcaption.engines import EngineResult
 from editcaption.synthesis.editscore import EditScoreConfig
@@ -300,14 +301,14 @@ def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, s
                 time.sleep(0.2)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-            _kill_ray_session(ray_tmp)
+            kill_ray_session(ray_tmp)
             before = _committed_ids(tmp_path / "out")
             assert 0 < len(before) < len(ids)
 
             second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
             assert second.returncode == 0, second.stderr[-3000:]
         finally:
-            _kill_ray_session(ray_tmp)
+            kill_ray_session(ray_tmp)
             shutil.rmtree(ray_tmp, ignore_errors=True)
 
     after = _committed_ids(tmp_path / "out")
@@ -316,19 +317,3 @@ def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, s
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["pairs"] == len(ids) and summary["resumed_pairs"] == len(before)
     assert summary["kept"] + summary["filtered"] + summary["quarantined"] == len(ids)
-
-
-def _kill_ray_session(ray_tmp: Path) -> None:
-    """Ray's daemons and workers outlive a SIGKILLed driver (workers rename themselves `ray::…`),
-    so find every process whose environment carries this run's RAY_TMPDIR and end it."""
-    marker = f"RAY_TMPDIR={ray_tmp}".encode()
-    for _ in range(3):
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                if marker in (proc / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                continue
-        time.sleep(0.5)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from ray_sessions import kill_ray_session
 from safetensors.torch import load_file
 from test_train_data import preference_pairs, records
 from typer.testing import CliRunner
@@ -239,7 +240,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_local, tiny_m
             time.sleep(0.1)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-        _kill_ray_session(ray_tmp)
+        kill_ray_session(ray_tmp)
         assert not _registered(run, "checkpoint-0000006")
         stamp = (run / "checkpoint-0000002" / "trainer_state.json").stat().st_mtime_ns
 
@@ -247,7 +248,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_local, tiny_m
         assert refused.exit_code == 2 and "--resume" in refused.output
 
     finally:
-        _kill_ray_session(ray_tmp)
+        kill_ray_session(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     result = run_sft(SFTJobConfig(**spec, resume=True))
     assert result["final"]["resumed_from_step"] == 2 and result["final"]["step"] == 6
@@ -266,18 +267,3 @@ def _registered(run: Path, checkpoint: str) -> bool:
     """Whether Ray Train has recorded the checkpoint (its snapshot lists persisted checkpoints only)."""
     snapshot = run / "checkpoint_manager_snapshot.json"
     return snapshot.is_file() and checkpoint in snapshot.read_text()
-
-
-def _kill_ray_session(ray_tmp: Path) -> None:
-    """End every process (Ray daemons, train workers) whose environment carries this run's RAY_TMPDIR."""
-    marker = f"RAY_TMPDIR={ray_tmp}".encode()
-    for _ in range(3):
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                if marker in (proc / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                continue
-        time.sleep(0.5)
