@@ -12,10 +12,10 @@ from editcaption.cli import app
 from editcaption.demo.pipeline import (
     DemoConfig,
     draft_filter_refine,
-    ground_truth_preferences,
     plot,
     write_markdown,
 )
+from editcaption.demo.records import preference_records
 from editcaption.demo.world import WorldConfig, generate, mirrored
 from editcaption.demo.world_models import WorldModelConfig, build_tokenizer, build_world_qwen3vl
 from editcaption.prompts.editscore import semantic_consistency_messages
@@ -93,7 +93,7 @@ def test_filter_drops_linted_drafts_and_refines_the_routed_share():
             assert lint_viewpoint(r["instruction"]) == []
     flagged = [i for i, d in enumerate(drafts) if d is None or lint_viewpoint(d)]
     assert counts["filtered"] == sum(pool[i].pair_id not in routed for i in flagged) > 0
-    prefs = ground_truth_preferences(refined)
+    prefs = preference_records(refined)
     assert len(prefs) == sum(len(p.variants) for p in refined)
 
 

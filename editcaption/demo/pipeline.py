@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from editcaption.checks.viewpoint import lint_viewpoint
 from editcaption.demo.captioning import caption_pairs
 from editcaption.demo.grading import flip_consistency, summarize
-from editcaption.demo.records import png_pair, write_records
+from editcaption.demo.records import png_pair, preference_records, write_records
 from editcaption.demo.world import WorldConfig, WorldPair, generate, mirrored
 from editcaption.schema import PreferencePair, SFTRecord
 from editcaption.synthesis.route import RoutingConfig, review_priority, select_for_review
@@ -118,28 +118,6 @@ def draft_filter_refine(
     return records, refined, counts
 
 
-def ground_truth_preferences(pairs: list[WorldPair]) -> list[dict]:
-    """The refined pairs' labelled wrong variants as preference pairs (what reviewers would compare)."""
-    rows = []
-    for pair in pairs:
-        source, target = png_pair(pair)
-        rows += [
-            PreferencePair(
-                pair_id=pair.pair_id,
-                source=source,
-                target=target,
-                chosen=pair.instruction,
-                rejected=v.text,
-                error_type=v.error_type,
-                severity=v.severity,
-                origin="ground_truth",
-                annotators=[f"world:{v.kind}"],
-            ).to_row()
-            for v in pair.variants
-        ]
-    return rows
-
-
 def evaluate(models: dict[str, str], heldout: list[WorldPair]) -> dict[str, dict]:
     """Each model on the held-out pairs and on their mirror images: accuracy, error rates, flip, judge."""
     mirrors = [mirrored(p) for p in heldout]
@@ -173,7 +151,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["draft"] = time.monotonic() - t0
     records, refined, counts = draft_filter_refine(cfg, pool, drafts)
     sft_data = write_records(records, SFTRecord, out / "data" / "sft.parquet")
-    prefs = ground_truth_preferences(refined)
+    prefs = preference_records(refined)
     pref_data = write_records(prefs, PreferencePair, out / "data" / "preferences.parquet")
 
     t = time.monotonic()
