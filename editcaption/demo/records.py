@@ -8,6 +8,7 @@ orientation flips, frames dropped or camera moves told as object motion, attribu
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -32,6 +33,18 @@ DEFAULT_RULES = {
     "recolour/colour_removed": 0.6,  # attribute: the new colour left out
     "resize/size_removed": 0.6,  # attribute: bigger or smaller left out
 }
+
+
+# What the miniature scorer answers to the EditScore semantic-consistency prompt: edit success by the
+# severity of the candidate's error (None: the canonical instruction), over-editing always full (a
+# candidate instruction never changes what the target shows). The reasoning names the edit it sees.
+SEVERITY_SCORES: dict[str | None, int] = {None: 25, "minor": 18, "major": 10, "critical": 3}
+PERCEPTUAL_REPLY = json.dumps({"reasoning": "A clean render with no flaws.", "score": [25, 25]})
+
+
+def semantic_reply(truth: str, severity: str | None) -> str:
+    """The scorer's EditScore reply for a candidate of this severity on a pair whose edit is `truth`."""
+    return json.dumps({"reasoning": truth, "score": [SEVERITY_SCORES[severity], 25]})
 
 
 class NoiseConfig(BaseModel):

@@ -33,13 +33,17 @@ class RetrainConfig(BaseModel):
 
     out: str = Field(str(COMMITTED), description="Where the annotator folder is written.")
     seed: int = Field(0, description="Seed of the world pairs, the label noise and the initial weights.")
-    train_pairs: int = Field(8192, ge=64, description="Distinct training pairs (epochs repeat them).")
+    train_pairs: int = Field(16384, ge=64, description="Distinct training pairs (epochs repeat them).")
     heldout: int = Field(
         300, ge=10, description="Held-out pairs the annotator's error rates are measured on."
     )
     max_steps: int = Field(1200, ge=1, description="Optimizer steps.")
     batch_size: int = Field(32, ge=1, description="Pairs per step (one CPU worker with 2 threads).")
     learning_rate: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (from scratch).")
+    adam_beta2: float = Field(
+        0.98, gt=0, lt=1, description="AdamW beta2: 0.98 (not 0.999) is what left the text prior here."
+    )
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before the cosine decay.")
     noise: NoiseConfig = Field(default_factory=NoiseConfig, description="Injected label errors.")
     model: WorldModelConfig = Field(default_factory=WorldModelConfig)
     work_dir: str | None = Field(
@@ -70,7 +74,8 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         deepspeed="none",
         bf16=False,
         learning_rate=cfg.learning_rate,
-        warmup_ratio=0.05,
+        warmup_ratio=min(0.5, cfg.warmup_steps / cfg.max_steps),
+        adam_beta2=cfg.adam_beta2,
         weight_decay=0.01,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,

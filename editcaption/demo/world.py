@@ -29,7 +29,7 @@ SIZE = 128
 BACKGROUND = (235, 235, 235)
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220), "yellow": (235, 190, 20)}
 SHAPES = ("circle", "square", "triangle")
-RADII = {"small": 7, "big": 11}
+RADII = {"small": 10, "big": 15}  # a shape spans 1–2 patches of 16 px: smaller ones were not learned
 HEADINGS = ("up", "right", "down", "left")  # a triangle's apex, clockwise order
 EDIT_KINDS = (
     "move",
@@ -271,10 +271,11 @@ def mirror_scene(scene: Scene) -> Scene:
 _OTHER_SIDE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
-def _other_colour(rng: random.Random, shape: str, avoid: set[str], scene: Scene) -> str:
-    """A colour that names no shape of this kind in the scene (so the variant is surely wrong)."""
-    present = {t.colour for t in scene.things if t.shape == shape}
-    return rng.choice([c for c in COLOURS if c not in avoid | present])
+def _other_colour(rng: random.Random, shape: str, avoid: set[str], scene: Scene) -> str | None:
+    """A colour that names no shape of this kind in the scene (so the variant is surely wrong); None
+    when every colour of that shape is already there."""
+    free = [c for c in COLOURS if c not in avoid | {t.colour for t in scene.things if t.shape == shape}]
+    return rng.choice(free) if free else None
 
 
 def _v(text: str, error_type: ErrorType, severity: Severity, kind: str) -> Variant:
@@ -354,6 +355,8 @@ def _edit_add(rng: random.Random, scene: Scene):
     target = dataclasses.replace(scene, things=(*scene.things, thing))
     text = f"Add a {thing.size} {thing.name} on the viewer's {side}."
     wrong_colour = _other_colour(rng, thing.shape, {thing.colour}, target)
+    if wrong_colour is None:
+        return None  # four shapes of one kind in four colours: no wrong colour left to name
     variants = [
         _v(swap_directions(text), "orientation", "critical", "direction_flipped"),
         _v(f"Add a {thing.size} {thing.name} on the {side}.", "viewpoint", "major", "frame_dropped"),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from editcaption.demo.records import PERCEPTUAL_REPLY, SEVERITY_SCORES, semantic_reply
 from editcaption.demo.tiny_models import CHAT_TEMPLATE, SPECIAL_TOKENS
 from editcaption.demo.world import SIZE, WorldConfig, generate, mirrored
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
@@ -46,8 +47,10 @@ def _corpus() -> list[str]:
     for pair in generate(2000, WorldConfig(seed=12345), prefix="vocab"):
         for p in (pair, mirrored(pair)):
             lines += [p.instruction, *(v.text for v in p.variants)]
+            lines += [semantic_reply(p.instruction, severity) for severity in SEVERITY_SCORES]
             for message in semantic_consistency_messages(p.instruction):
                 lines += [part["text"] for part in message["content"] if part["type"] == "text"]
+    lines.append(PERCEPTUAL_REPLY)
     for message in perceptual_quality_messages():
         lines += [part["text"] for part in message["content"] if part["type"] == "text"]
     rng = random.Random(0)
