@@ -15,11 +15,19 @@ from editcaption.demo.pipeline import (
     plot,
     write_markdown,
 )
-from editcaption.demo.records import preference_records
+from editcaption.demo.records import (
+    PERCEPTUAL_REPLY,
+    SEVERITY_SCORES,
+    preference_records,
+    scorer_conversations,
+    semantic_reply,
+)
 from editcaption.demo.world import WorldConfig, generate, mirrored
 from editcaption.demo.world_models import WorldModelConfig, build_tokenizer, build_world_qwen3vl
-from editcaption.prompts.editscore import semantic_consistency_messages
+from editcaption.prompts.editscore import parse_score_reply, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages
+from editcaption.schema import Score
+from editcaption.synthesis.editscore import aggregate_editscore
 
 
 @pytest.fixture(scope="module")
@@ -64,20 +72,36 @@ def test_world_model_folder_generates_with_transformers(tmp_path):
     assert out.shape[1] == enc["input_ids"].shape[1] + 4 or out[0, -1] == model.generation_config.eos_token_id
 
 
-def test_filter_drops_linted_drafts_and_refines_the_routed_share():
+def _scored(pair, draft) -> Score | None:
+    """The reply the miniature scorer is trained to give, run through the project's parser and
+    aggregation (what `score_candidates` does with a real model's replies)."""
+    if draft is None:
+        return None
+    severity = next((v.severity for v in pair.variants if v.text == draft), None)
+    return aggregate_editscore(
+        pair.pair_id, "0", "rule", [semantic_reply(pair.instruction, severity)], [PERCEPTUAL_REPLY], 25
+    )
+
+
+def test_filter_keeps_well_scored_unlinted_drafts_and_refines_the_routed_share():
     from editcaption.checks.viewpoint import lint_viewpoint
 
     pool = list(generate(60, WorldConfig(seed=2)))
-    # Every other figure pair gets its frame-dropped draft ("raise the left arm"), which the lint flags.
-    drafts = [
-        next(v.text for v in p.variants if v.kind == "frame_dropped")
-        if p.kind == "raise_arm" and i % 2
-        else p.instruction
-        for i, p in enumerate(pool)
-    ]
-    drafts[0] = None
-    cfg = DemoConfig(annotator="unused", review_share=0.25, seed=1)
-    records, refined, counts = draft_filter_refine(cfg, pool, drafts)
+    # Figure pairs get the frame-dropped draft (lint flags it); every third other pair a wrong-colour
+    # or flipped draft (the scorer marks it down).
+    drafts = []
+    for i, p in enumerate(pool):
+        wrong = {v.kind: v.text for v in p.variants}
+        if p.kind == "raise_arm" and "frame_dropped" in wrong:
+            drafts.append(wrong["frame_dropped"])
+        elif i % 3 == 0 and ({"colour_replaced", "direction_flipped"} & set(wrong)):
+            drafts.append(wrong.get("colour_replaced") or wrong["direction_flipped"])
+        else:
+            drafts.append(p.instruction)
+    drafts[1] = None
+    scores = [_scored(p, d) for p, d in zip(pool, drafts, strict=True)]
+    cfg = DemoConfig(annotator="unused", scorer="unused", review_share=0.25, seed=1)
+    records, refined, counts = draft_filter_refine(cfg, pool, drafts, scores)
     assert counts["refined"] == 15 == len(refined)
     assert (
         counts["refined"] + counts["kept"] + counts["filtered"]
@@ -89,12 +113,50 @@ def test_filter_drops_linted_drafts_and_refines_the_routed_share():
     for r in records:
         if r["origin"] == "human":
             assert r["pair_id"] in routed and r["instruction"] == by_id[r["pair_id"]].instruction
-        else:
-            assert lint_viewpoint(r["instruction"]) == []
-    flagged = [i for i, d in enumerate(drafts) if d is None or lint_viewpoint(d)]
-    assert counts["filtered"] == sum(pool[i].pair_id not in routed for i in flagged) > 0
+        else:  # a kept draft: unlinted and scored at or above the thresholds
+            assert (
+                lint_viewpoint(r["instruction"]) == [] and r["instruction"] == by_id[r["pair_id"]].instruction
+            )
+    failing = [
+        i
+        for i, (d, s) in enumerate(zip(drafts, scores, strict=True))
+        if d is None
+        or lint_viewpoint(d)
+        or s.overall < cfg.filter.min_overall
+        or s.semantic_consistency < cfg.filter.min_semantic_consistency
+    ]
+    assert counts["filtered"] == sum(pool[i].pair_id not in routed for i in failing) > 0
     prefs = preference_records(refined)
     assert len(prefs) == sum(len(p.variants) for p in refined)
+
+
+def test_scorer_conversations_teach_scores_by_severity():
+    pairs = list(generate(200, WorldConfig(seed=4)))
+    rows = scorer_conversations(pairs, seed=1)
+    assert len(rows) == len(pairs)
+    perceptual = [r for r in rows if len(r["images"]) == 1]
+    assert 10 < len(perceptual) < 60  # ~15%
+    by_id = {p.pair_id: p for p in pairs}
+    seen = set()
+    for r in rows:
+        reply = parse_score_reply(r["messages"][-1]["content"][0]["text"], 25).scores
+        if len(r["images"]) == 1:
+            assert reply == (25, 25)
+            continue
+        pair = by_id[r["pair_id"]]
+        user = r["messages"][1]["content"][2]["text"]
+        candidate = user.split("<instruction>")[1].split("</instruction>")[0]
+        severity = next((v.severity for v in pair.variants if v.text == candidate), None)
+        assert candidate == pair.instruction or severity is not None
+        assert reply == (SEVERITY_SCORES[severity], 25)
+        seen.add(severity)
+    assert seen == {None, "minor", "major", "critical"}
+    assert (
+        SEVERITY_SCORES[None]
+        > SEVERITY_SCORES["minor"]
+        > SEVERITY_SCORES["major"]
+        > SEVERITY_SCORES["critical"]
+    )
 
 
 def test_report_table_and_plot(tmp_path):
@@ -113,8 +175,8 @@ def test_report_table_and_plot(tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_demo_refuses_a_missing_annotator(tmp_path):
+def test_demo_refuses_a_missing_model(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--annotator", str(tmp_path / "nope"), "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "no model at" in result.output and "--retrain" in result.output
-    json.dumps(DemoConfig(annotator="x").model_dump())
+    json.dumps(DemoConfig(annotator="x", scorer="y").model_dump())

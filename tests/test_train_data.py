@@ -23,6 +23,7 @@ from editcaption.training.data import (
     augment_mirrored,
     load_rows,
     preference_rows,
+    read_conversation_rows,
     read_preference_pairs,
     read_sft_records,
     sft_rows,
@@ -187,3 +188,62 @@ def test_sft_loss_is_on_the_instruction_only(tmp_path, sample_pairs_dir, tiny_mo
     image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert (batch["input_ids"] == image_token).sum() > 0
     assert not ((batch["labels"] == image_token).any())
+
+
+def test_conversation_rows_keep_their_own_prompt_and_images(tmp_path):
+    """Prompt `from_data`: an EditScore conversation (one or two images) is trained on its reply only."""
+    from transformers import AutoProcessor
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from editcaption.demo.records import scorer_conversations, write_conversations
+    from editcaption.demo.world import WorldConfig, generate
+    from editcaption.demo.world_models import WorldModelConfig, build_world_qwen3vl
+
+    pairs = list(generate(24, WorldConfig(seed=3)))
+    given = scorer_conversations(pairs, seed=0)
+    data = write_conversations(given, tmp_path / "scorer.parquet")
+    rows = read_conversation_rows(str(data))
+    assert [len(r["images"]) for r in rows] == [len(g["images"]) for g in given]
+    assert {len(r["images"]) for r in rows} == {1, 2}
+    uri = str(tmp_path / "sft.parquet")
+    assert write_rows(rows, SFT_FEATURES, uri) == len(given)
+    loaded = list(load_rows(uri, str(tmp_path / "cache")))
+    assert loaded[0]["prompt"][0]["content"][0]["text"] == given[0]["messages"][0]["content"][0]["text"]
+
+    model = build_world_qwen3vl(tmp_path / "model", WorldModelConfig(text_layers=1, vision_depth=1))
+    processor = AutoProcessor.from_pretrained(model)
+    batch = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)(loaded[:8])
+    for i, row in enumerate(loaded[:8]):
+        labelled = processor.tokenizer.decode(batch["labels"][i][batch["labels"][i] != -100])
+        assert labelled.startswith(row["completion"][0]["content"][0]["text"]), labelled
+        assert "<instruction>" not in labelled
+
+
+def test_conversation_rows_refuse_what_they_cannot_train_on(tmp_path):
+    from editcaption.demo.records import scorer_conversations, write_conversations
+    from editcaption.demo.world import WorldConfig, generate
+    from editcaption.training.sft import SFTJobConfig
+
+    with pytest.raises(TrainingDataError, match="TRL export"):
+        read_conversation_rows(str(write_records_file(tmp_path)))
+    rows = scorer_conversations(list(generate(3, WorldConfig(seed=1))))
+    rows[1]["messages"] = rows[1]["messages"][:-1]  # no reply
+    with pytest.raises(TrainingDataError, match="row 1 needs a prompt, a last assistant message"):
+        read_conversation_rows(str(write_conversations(rows, tmp_path / "c.parquet")))
+    rows = scorer_conversations(list(generate(3, WorldConfig(seed=1))))
+    rows[2]["images"] = rows[2]["images"][:1] if len(rows[2]["images"]) == 2 else rows[2]["images"] * 2
+    with pytest.raises(TrainingDataError, match="row 2 .* image part"):
+        read_conversation_rows(str(write_conversations(rows, tmp_path / "d.parquet")))
+    with pytest.raises(ValueError, match="augment_mirrored needs prompt 'instruction'"):
+        SFTJobConfig(
+            model="m", input="i", output="o", name="n", bf16=False, prompt="from_data", augment_mirrored=True
+        )
+
+
+def write_records_file(tmp_path: Path) -> Path:
+    """A plain SFTRecord Parquet file (not a TRL export)."""
+    from editcaption.demo.records import sft_records, write_records
+    from editcaption.demo.world import WorldConfig, generate
+
+    rows, _ = sft_records(list(generate(2, WorldConfig(seed=1))))
+    return write_records(rows, SFTRecord, tmp_path / "records.parquet")

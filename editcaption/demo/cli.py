@@ -1,4 +1,4 @@
-"""`editcaption demo`: the miniature world end to end (or, with --retrain, the annotator from scratch)."""
+"""`editcaption demo`: the miniature world end to end (or, with --retrain, its models from scratch)."""
 
 from __future__ import annotations
 
@@ -17,40 +17,52 @@ def demo_command(
     retrain: Annotated[
         bool,
         typer.Option(
-            help="Train the weak annotator from scratch into the parent of --annotator instead of running "
-            "the demo (the one command that rebuilds the committed weights)."
+            help="Train the weak annotator and the scorer from scratch into the parent of --annotator "
+            "instead of running the demo (the one command that rebuilds the committed weights)."
         ),
     ] = False,
     annotator: Annotated[
         Path, typer.Option(help="The weak annotator's model folder (the committed one by default).")
     ] = COMMITTED / "annotator",
+    scorer: Annotated[
+        Path, typer.Option(help="The EditScore scorer's model folder (the committed one by default).")
+    ] = COMMITTED / "scorer",
     pool: Annotated[int, typer.Option(min=8, help="Pairs the annotator drafts instructions for.")] = 512,
     heldout: Annotated[int, typer.Option(min=10, help="Held-out pairs every model is evaluated on.")] = 200,
     sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 60,
     dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 30,
-    train_steps: Annotated[int, typer.Option(min=1, help="With --retrain: optimizer steps.")] = 1200,
+    train_steps: Annotated[
+        int, typer.Option(min=1, help="With --retrain: annotator optimizer steps.")
+    ] = 1200,
+    scorer_steps: Annotated[
+        int, typer.Option(min=0, help="With --retrain: scorer optimizer steps (0: no scorer).")
+    ] = 300,
 ) -> None:
     """Annotator drafts → filter → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:
         from editcaption.demo import retrain as retraining
 
-        config = retraining.RetrainConfig(out=str(annotator.parent), seed=seed, max_steps=train_steps)
-        card = retraining.retrain(config)
-        typer.echo(json.dumps(card["heldout_measured"], indent=1))
-        return
-    if not (annotator / "config.json").is_file():
-        typer.echo(
-            f"--annotator: no model at {annotator} (config.json missing); "
-            "train one with `editcaption demo --retrain`",
-            err=True,
+        config = retraining.RetrainConfig(
+            out=str(annotator.parent), seed=seed, max_steps=train_steps, scorer_steps=scorer_steps
         )
-        raise typer.Exit(2)
+        cards = retraining.retrain(config)
+        typer.echo(json.dumps({name: card["heldout_measured"] for name, card in cards.items()}, indent=1))
+        return
+    for option, folder in (("--annotator", annotator), ("--scorer", scorer)):
+        if not (folder / "config.json").is_file():
+            typer.echo(
+                f"{option}: no model at {folder} (config.json missing); "
+                "train the models with `editcaption demo --retrain`",
+                err=True,
+            )
+            raise typer.Exit(2)
     from editcaption.demo.pipeline import DemoConfig, run_demo
 
     report = run_demo(
         DemoConfig(
             out=str(out),
             annotator=str(annotator),
+            scorer=str(scorer),
             seed=seed,
             pool=pool,
             heldout=heldout,

@@ -5,10 +5,10 @@ annotator drafts → automatic filter → a routed share "refined" with the worl
 variants of the refined pairs + the project's rule-written hard negatives) → HAE-DPO, and plain DPO
 as the ablation → evaluation of every model on a held-out split and its mirror image.
 
-No scorer is trained yet, so the review share is chosen by the synthesis stage's routing signals
-alone (drafts with direction or camera words first, `synthesis/route.py`), and the filter is the
-project's viewpoint lint plus parsing (`editcaption.checks`): a draft that names a side without a
-frame of reference, or that does not parse, is dropped. Training goes through the
+The miniature scorer grades every draft with the EditScore prompts; the synthesis stage's own rules
+then decide: its routing (`synthesis/route.py`: near the threshold, direction or camera words first)
+picks the review share, and its filter (`FilterConfig` thresholds) plus the viewpoint lint
+(`editcaption.checks`) drop the drafts that are not routed and fail. Training goes through the
 project's own jobs (`run_sft`, `run_dpo`: Ray Train on CPU).
 """
 
@@ -23,11 +23,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from editcaption.checks.viewpoint import lint_viewpoint
-from editcaption.demo.captioning import caption_pairs
+from editcaption.demo.captioning import caption_pairs, score_candidates
 from editcaption.demo.grading import flip_consistency, summarize
 from editcaption.demo.records import png_pair, preference_records, write_records
 from editcaption.demo.world import WorldConfig, WorldPair, generate, mirrored
-from editcaption.schema import PreferencePair, SFTRecord
+from editcaption.schema import PreferencePair, Score, SFTRecord
+from editcaption.synthesis.job import FilterConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority, select_for_review
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ class DemoConfig(BaseModel):
 
     out: str = Field("runs/miniature", description="Run folder: data, models, report.")
     annotator: str = Field(description="Folder of the weak annotator (the committed one by default).")
+    scorer: str = Field(
+        description="Folder of the miniature EditScore scorer (the committed one by default)."
+    )
+    filter: FilterConfig = Field(
+        default_factory=FilterConfig, description="The synthesis stage's score thresholds for kept drafts."
+    )
     seed: int = Field(0, description="Seed of the world's pool and held-out pairs.")
     pool: int = Field(512, ge=8, description="Pairs the annotator drafts for.")
     heldout: int = Field(
@@ -86,25 +93,42 @@ def _train_common(
     }
 
 
+def _passes(score: Score, limits: FilterConfig) -> bool:
+    return (
+        score.overall is not None
+        and score.overall >= limits.min_overall
+        and (score.semantic_consistency or 0.0) >= limits.min_semantic_consistency
+    )
+
+
 def draft_filter_refine(
-    cfg: DemoConfig, pool: list[WorldPair], drafts: list[str | None]
+    cfg: DemoConfig, pool: list[WorldPair], drafts: list[str | None], scores: list[Score | None]
 ) -> tuple[list[dict], list[WorldPair], dict[str, int]]:
-    """SFT records from the drafts: refined (ground truth) for the routed share, kept drafts that pass
-    the filter for the rest; returns (records, refined pairs, counts)."""
+    """SFT records from the scored drafts: refined (ground truth) for the routed share, kept drafts that
+    pass the filter for the rest; returns (records, refined pairs, counts)."""
     routing = RoutingConfig(review_share=cfg.review_share)
     priorities = [
-        (pair.pair_id, review_priority(None, 0.0, [None], [draft], routing)[0])
-        for pair, draft in zip(pool, drafts, strict=True)
+        (
+            pair.pair_id,
+            review_priority(
+                score.overall if score else None,
+                cfg.filter.min_overall,
+                [score.overall if score else None],
+                [draft],
+                routing,
+            )[0],
+        )
+        for pair, draft, score in zip(pool, drafts, scores, strict=True)
     ]
     routed = select_for_review(priorities, cfg.review_share)
     records, refined, counts = [], [], {"refined": 0, "kept": 0, "filtered": 0}
-    for pair, draft in zip(pool, drafts, strict=True):
+    for pair, draft, score in zip(pool, drafts, scores, strict=True):
         source, target = png_pair(pair)
         if pair.pair_id in routed:
             text, origin = pair.instruction, "human"  # ground truth stands in for the human reviewer
             refined.append(pair)
             counts["refined"] += 1
-        elif draft and not lint_viewpoint(draft):
+        elif draft and score and _passes(score, cfg.filter) and not lint_viewpoint(draft):
             text, origin = draft, "synthesis"
             counts["kept"] += 1
         else:
@@ -149,7 +173,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     drafts = caption_pairs(cfg.annotator, pool)
     timings["draft"] = time.monotonic() - t0
-    records, refined, counts = draft_filter_refine(cfg, pool, drafts)
+    t = time.monotonic()
+    drafted = [i for i, d in enumerate(drafts) if d]
+    graded = score_candidates(cfg.scorer, [pool[i] for i in drafted], [drafts[i] for i in drafted])
+    scores: list[Score | None] = [None] * len(pool)
+    for i, score in zip(drafted, graded, strict=True):
+        scores[i] = score
+    timings["score"] = time.monotonic() - t
+    records, refined, counts = draft_filter_refine(cfg, pool, drafts, scores)
     sft_data = write_records(records, SFTRecord, out / "data" / "sft.parquet")
     prefs = preference_records(refined)
     pref_data = write_records(prefs, PreferencePair, out / "data" / "preferences.parquet")

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from editcaption.demo.world import WorldPair, images
+from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.schema import PreferencePair, SFTRecord
 
 # Systematic mistakes, as a strong VLM makes them: they depend on what the image shows, so a model
@@ -124,6 +125,47 @@ def preference_records(pairs: list[WorldPair]) -> list[dict]:
                 ).to_row()
             )
     return rows
+
+
+def scorer_conversations(
+    pairs: list[WorldPair], seed: int = 0, canonical_share: float = 0.4, perceptual_share: float = 0.15
+) -> list[dict]:
+    """TRL-export rows (`pair_id`, `images`, `messages`) that teach the EditScore prompts: a share of
+    perceptual-quality questions on the target alone (a render is flawless), the rest
+    semantic-consistency questions on the canonical instruction or one of its labelled variants,
+    answered by `semantic_reply`."""
+    rng = random.Random(seed)
+    rows = []
+    for pair in pairs:
+        source, target = png_pair(pair)
+        if rng.random() < perceptual_share:
+            prompt, images, reply = perceptual_quality_messages(), [target], PERCEPTUAL_REPLY
+        else:
+            variant = (
+                None if rng.random() < canonical_share or not pair.variants else rng.choice(pair.variants)
+            )
+            candidate = variant.text if variant else pair.instruction
+            prompt, images = semantic_consistency_messages(candidate), [source, target]
+            reply = semantic_reply(pair.instruction, variant.severity if variant else None)
+        answer = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
+        rows.append(
+            {
+                "pair_id": pair.pair_id,
+                "images": [{"bytes": im, "path": None} for im in images],
+                "messages": [*prompt, answer],
+            }
+        )
+    return rows
+
+
+def write_conversations(rows: list[dict], path: str | Path) -> Path:
+    """Rows in the project's TRL-export layout (what `train sft` reads with prompt `from_data`)."""
+    from editcaption.io.exports import TRL_FEATURES
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=TRL_FEATURES.arrow_schema), path)
+    return path
 
 
 def write_records(rows: list[dict], record: type[SFTRecord] | type[PreferencePair], path: str | Path) -> Path:

@@ -1,10 +1,13 @@
-"""`editcaption demo --retrain`: train the weak annotator from scratch, the one command that rebuilds the
-committed weights (`editcaption/data/miniature/annotator`).
+"""`editcaption demo --retrain`: train the miniature models from scratch, the one command that rebuilds
+the committed weights (`editcaption/data/miniature/{annotator,scorer}`).
 
-A fresh miniature Qwen3-VL (`world_models.py`) is trained with the project's SFT job on world pairs
-whose labels carry injected orientation, viewpoint and attribute errors (`records.NoiseConfig`); the
-model learns the world and the mistakes. Its real error rates on held-out pairs are measured and
-written beside the weights, which are stored in bfloat16.
+1. Annotator: a fresh miniature Qwen3-VL (`world_models.py`) trained with the project's SFT job on
+   world pairs whose labels carry injected orientation, viewpoint and attribute errors
+   (`records.NoiseConfig`); the model learns the world and the mistakes.
+2. Scorer: the annotator's weights trained further, with the same job and prompt `from_data`, to
+   answer the EditScore prompts (`records.scorer_conversations`): it learns to grade a candidate.
+
+Each is measured on held-out pairs; the measurements are written beside its weights (bfloat16).
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from editcaption.demo.captioning import caption_pairs
+from editcaption.demo.captioning import caption_pairs, score_candidates
 from editcaption.demo.grading import summarize
-from editcaption.demo.records import NoiseConfig, sft_records, write_records
-from editcaption.demo.world import WorldConfig, generate
+from editcaption.demo.records import (
+    NoiseConfig,
+    scorer_conversations,
+    sft_records,
+    write_conversations,
+    write_records,
+)
+from editcaption.demo.world import WorldConfig, WorldPair, generate
 from editcaption.demo.world_models import WorldModelConfig, build_world_qwen3vl
 from editcaption.schema import SFTRecord
 
@@ -29,15 +38,15 @@ COMMITTED = Path(__file__).resolve().parent.parent / "data" / "miniature"
 
 
 class RetrainConfig(BaseModel):
-    """The annotator's from-scratch training run."""
+    """The from-scratch training of the annotator and the scorer."""
 
-    out: str = Field(str(COMMITTED), description="Where the annotator folder is written.")
+    out: str = Field(str(COMMITTED), description="Folder that receives `annotator/` and `scorer/`.")
     seed: int = Field(0, description="Seed of the world pairs, the label noise and the initial weights.")
-    train_pairs: int = Field(16384, ge=64, description="Distinct training pairs (epochs repeat them).")
-    heldout: int = Field(
-        300, ge=10, description="Held-out pairs the annotator's error rates are measured on."
+    train_pairs: int = Field(
+        16384, ge=64, description="Distinct annotator training pairs (epochs repeat them)."
     )
-    max_steps: int = Field(1200, ge=1, description="Optimizer steps.")
+    heldout: int = Field(300, ge=10, description="Held-out pairs each model is measured on.")
+    max_steps: int = Field(1200, ge=1, description="Annotator optimizer steps.")
     batch_size: int = Field(32, ge=1, description="Pairs per step (one CPU worker with 2 threads).")
     learning_rate: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (from scratch).")
     adam_beta2: float = Field(
@@ -46,26 +55,26 @@ class RetrainConfig(BaseModel):
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before the cosine decay.")
     noise: NoiseConfig = Field(default_factory=NoiseConfig, description="Injected label errors.")
     model: WorldModelConfig = Field(default_factory=WorldModelConfig)
+    scorer_pairs: int = Field(
+        4096, ge=64, description="Pairs the scorer's EditScore conversations come from."
+    )
+    scorer_steps: int = Field(
+        300, ge=0, description="Scorer optimizer steps from the annotator; 0: no scorer."
+    )
+    scorer_learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the scorer's run.")
     work_dir: str | None = Field(
         None, description="Scratch folder for data and checkpoints; null: a temp folder."
     )
 
 
-def retrain(cfg: RetrainConfig) -> dict[str, Any]:
-    """Train, measure and write the annotator; returns its training metrics and measured error rates."""
-    from editcaption.training.sft import SFTJobConfig, run_sft
+def _job(cfg: RetrainConfig, work: Path, name: str, model: str, data: Path, steps: int, lr: float, **extra):
+    from editcaption.training.sft import SFTJobConfig
 
-    work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
-    t0 = time.monotonic()
-    base = build_world_qwen3vl(work / "base", cfg.model.model_copy(update={"seed": cfg.seed}))
-    pairs = list(generate(cfg.train_pairs, WorldConfig(seed=cfg.seed), prefix="train"))
-    rows, injected = sft_records(pairs, cfg.noise.model_copy(update={"seed": cfg.seed}), model="world-noisy")
-    data = write_records(rows, SFTRecord, work / "annotator.parquet")
-    job = SFTJobConfig(
-        model=str(base),
+    return SFTJobConfig(
+        model=model,
         input=str(data),
-        output=str(work / "annotator"),
-        name="annotator",
+        output=str(work / name),
+        name=name,
         storage_path=str(work / "train"),
         finetune="full",
         freeze_vision=False,
@@ -73,38 +82,104 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         max_pixels=128 * 128,
         deepspeed="none",
         bf16=False,
-        learning_rate=cfg.learning_rate,
-        warmup_ratio=min(0.5, cfg.warmup_steps / cfg.max_steps),
+        learning_rate=lr,
+        warmup_ratio=min(0.5, cfg.warmup_steps / steps),
         adam_beta2=cfg.adam_beta2,
         weight_decay=0.01,
-        max_steps=cfg.max_steps,
+        max_steps=steps,
         per_device_train_batch_size=cfg.batch_size,
         gradient_checkpointing=False,
         logging_steps=25,
         seed=cfg.seed,
-        checkpoint={"save_steps": min(200, cfg.max_steps), "keep": 2},
+        checkpoint={"save_steps": min(200, steps), "keep": 2},
         workers={"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 2},
+        **extra,
     )
+
+
+def retrain(cfg: RetrainConfig) -> dict[str, Any]:
+    """Train, measure and write the annotator, then the scorer; returns both cards."""
+    from editcaption.training.sft import run_sft
+
+    work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
+    heldout = list(generate(cfg.heldout, WorldConfig(seed=cfg.seed + 1_000_003), prefix="heldout"))
+    t0 = time.monotonic()
+    base = build_world_qwen3vl(work / "base", cfg.model.model_copy(update={"seed": cfg.seed}))
+    pairs = list(generate(cfg.train_pairs, WorldConfig(seed=cfg.seed), prefix="train"))
+    rows, injected = sft_records(pairs, cfg.noise.model_copy(update={"seed": cfg.seed}), model="world-noisy")
+    data = write_records(rows, SFTRecord, work / "annotator.parquet")
+    job = _job(cfg, work, "annotator", str(base), data, cfg.max_steps, cfg.learning_rate)
     result = run_sft(job)
-    return export_annotator(
-        job.output,
-        Path(cfg.out) / "annotator",
-        {
-            "injected_label_error_rates": injected,
-            "train_metrics": result.get("metrics"),
-            "train_seconds": round(time.monotonic() - t0, 1),
-            "config": cfg.model_dump(),
-        },
-        heldout=cfg.heldout,
-        seed=cfg.seed,
+    annotator = store_bf16(job.output, Path(cfg.out) / "annotator")
+    cards = {
+        "annotator": write_card(
+            annotator,
+            {
+                "what": "weak annotator for the miniature world (trained on labels with injected errors)",
+                "injected_label_error_rates": injected,
+                "train_metrics": result.get("metrics"),
+                "train_seconds": round(time.monotonic() - t0, 1),
+                "config": cfg.model_dump(),
+                "heldout_measured": summarize(caption_pairs(annotator, heldout), heldout),
+            },
+        )
+    }
+    if cfg.scorer_steps:
+        t0 = time.monotonic()
+        scorer_pairs = list(generate(cfg.scorer_pairs, WorldConfig(seed=cfg.seed + 7), prefix="scorer"))
+        data = write_conversations(scorer_conversations(scorer_pairs, seed=cfg.seed), work / "scorer.parquet")
+        job = _job(
+            cfg,
+            work,
+            "scorer",
+            job.output,
+            data,
+            cfg.scorer_steps,
+            cfg.scorer_learning_rate,
+            prompt="from_data",
+        )
+        result = run_sft(job)
+        scorer = store_bf16(job.output, Path(cfg.out) / "scorer")
+        cards["scorer"] = write_card(
+            scorer,
+            {
+                "what": "miniature EditScore scorer (the annotator trained on the EditScore prompts)",
+                "train_metrics": result.get("metrics"),
+                "train_seconds": round(time.monotonic() - t0, 1),
+                "heldout_measured": measure_scorer(scorer, heldout),
+            },
+        )
+    return cards
+
+
+def measure_scorer(model_dir: str | Path, pairs: list[WorldPair], seed: int = 0) -> dict[str, Any]:
+    """Mean overall score of canonical instructions and of each severity of wrong variant, the share
+    parsed, and how often a canonical instruction outscores one wrong variant of the same pair."""
+    import random
+
+    rng = random.Random(seed)
+    wrong = [rng.choice(p.variants) for p in pairs]
+    scores = score_candidates(
+        model_dir, pairs + pairs, [p.instruction for p in pairs] + [v.text for v in wrong]
     )
+    right, bad = scores[: len(pairs)], scores[len(pairs) :]
+    by_severity: dict[str, list[float]] = {"canonical": [s.overall for s in right if s.overall is not None]}
+    for v, s in zip(wrong, bad, strict=True):
+        if s.overall is not None:
+            by_severity.setdefault(v.severity, []).append(s.overall)
+    ranked = [
+        a.overall > b.overall for a, b in zip(right, bad, strict=True) if None not in (a.overall, b.overall)
+    ]
+    return {
+        "n": len(pairs),
+        "parsed": sum(s.overall is not None for s in scores) / len(scores),
+        "mean_overall": {k: round(sum(v) / len(v), 3) for k, v in by_severity.items() if v},
+        "canonical_above_variant": round(sum(ranked) / max(1, len(ranked)), 3),
+    }
 
 
-def export_annotator(
-    trained: str | Path, out: Path, card: dict[str, Any], heldout: int = 300, seed: int = 0
-) -> dict[str, Any]:
-    """Store a trained folder (or a training checkpoint of one) as the annotator in bfloat16, measure it
-    on held-out pairs and write `world_metrics.json` beside it; returns that card."""
+def store_bf16(trained: str | Path, out: Path) -> Path:
+    """Store a trained folder (or a training checkpoint of one) in bfloat16 with its processor."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -113,11 +188,9 @@ def export_annotator(
     model = AutoModelForImageTextToText.from_pretrained(trained, dtype=torch.float32)
     model.to(torch.bfloat16).save_pretrained(out)
     AutoProcessor.from_pretrained(trained).save_pretrained(out)
-    pairs = list(generate(heldout, WorldConfig(seed=seed + 1_000_003), prefix="heldout"))
-    card = {
-        "what": "weak annotator for the miniature world (trained on labels with injected errors)",
-        **card,
-        "heldout_measured": summarize(caption_pairs(out, pairs), pairs),
-    }
+    return out
+
+
+def write_card(out: Path, card: dict[str, Any]) -> dict[str, Any]:
     (out / "world_metrics.json").write_text(json.dumps(card, indent=1) + "\n")
     return card

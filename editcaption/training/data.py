@@ -91,6 +91,38 @@ def read_sft_records(uri: str) -> list[dict[str, Any]]:
     )
 
 
+def read_conversation_rows(uri: str) -> list[dict[str, Any]]:
+    """TRL prompt-completion rows from a TRL export whose conversations are kept as they are: the
+    messages before the last (an assistant reply) are the prompt, with every image of the row. This
+    trains a model on any prompt the project asks with (a scorer on the EditScore prompts, a judge)."""
+    fs, path = _resolve(uri, _SFT_IN_FOLDER[1:], "conversations")
+    table = _read_table(fs, path, uri)
+    if not set(table.column_names) >= _TRL_COLUMNS:
+        raise TrainingDataError(
+            f"input: {uri} has columns {sorted(table.column_names)}; prompt 'from_data' needs a TRL "
+            f"export's {sorted(_TRL_COLUMNS)}"
+        )
+    rows = []
+    for i, row in enumerate(table.to_pylist()):
+        messages, images = row["messages"] or [], row["images"] or []
+        parts = [p for m in messages for p in m["content"] if p.get("type") == "image"]
+        if len(messages) < 2 or messages[-1]["role"] != "assistant" or len(parts) != len(images):
+            raise TrainingDataError(
+                f"input: {uri} row {i} needs a prompt, a last assistant message and one image per image "
+                f"part ({len(messages)} message(s), {len(parts)} image part(s), {len(images)} image(s))"
+            )
+        rows.append(
+            {
+                "pair_id": row.get("pair_id") or f"row-{i}",
+                "origin": "synthesis",
+                "images": [{"bytes": upright_bytes(bytes(im["bytes"]))[0], "path": None} for im in images],
+                "prompt": messages[:-1],
+                "completion": messages[-1:],
+            }
+        )
+    return rows
+
+
 def read_preference_pairs(uri: str) -> list[dict[str, Any]]:
     """`PreferencePair` rows from a Parquet file or every Parquet file of a folder; a folder of pairs
     with reference instructions gives every rule-written hard negative of each reference instead."""

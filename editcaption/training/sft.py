@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from editcaption.training.config import TrainJobConfig
 from editcaption.training.data import (
     SFT_FEATURES,
     augment_mirrored,
+    read_conversation_rows,
     read_sft_records,
     sft_rows,
     write_rows,
@@ -35,18 +36,34 @@ class SFTJobConfig(TrainJobConfig):
         "every record whose instruction states a horizontal direction and shows no mirror-sensitive "
         "content such as text (issue #8).",
     )
+    prompt: Literal["instruction", "from_data"] = Field(
+        "instruction",
+        description="`instruction`: every record is asked with the project's instruction prompt (the "
+        "captioner). `from_data`: the input is a TRL export whose own conversations are kept, the "
+        "messages before the last reply as the prompt, with all of the row's images; this trains a "
+        "scorer or judge on the prompts it is asked with (e.g. the EditScore prompts).",
+    )
+
+    @model_validator(mode="after")
+    def _mirror_needs_instructions(self) -> SFTJobConfig:
+        if self.prompt == "from_data" and self.augment_mirrored:
+            raise ValueError("augment_mirrored needs prompt 'instruction': it rewrites instructions")
+        return self
 
 
 def prepare_sft_data(cfg: SFTJobConfig) -> tuple[str, dict[str, int]]:
     """Read, augment and write the training rows next to the run; returns (URI, counts)."""
     from editcaption.training.ray_train import run_uri
 
+    uri = f"{run_uri(cfg)}/prepared/sft.parquet"
+    if cfg.prompt == "from_data":
+        rows = read_conversation_rows(cfg.input)
+        return uri, {"records": len(rows), "mirrored_added": 0, "rows": write_rows(rows, SFT_FEATURES, uri)}
     records = read_sft_records(cfg.input)
     counts = {"records": len(records), "mirrored_added": 0}
     if cfg.augment_mirrored:
         records, counts["mirrored_added"] = augment_mirrored(records)
         log.info("mirrored augmentation added %d of %d records", counts["mirrored_added"], counts["records"])
-    uri = f"{run_uri(cfg)}/prepared/sft.parquet"
     counts["rows"] = write_rows(sft_rows(records), SFT_FEATURES, uri)
     return uri, counts
 
