@@ -11,24 +11,18 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import io
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 import yaml
 from PIL import Image
+from serve_process import ROOT, Server
 
 from editcaption.serving.security import hash_key
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key-for-the-serve-module"
 MAX_BODY = 1_000_000
 pytestmark = pytest.mark.slow
@@ -47,67 +41,6 @@ def _b64(data: bytes) -> str:
 
 def _data_url(data: bytes) -> str:
     return "data:image/png;base64," + _b64(data)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`editcaption serve` as a child process; `stop()` says which of its processes outlived it."""
-
-    def __init__(self, config: Path, model: Path, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        cmd = [sys.executable, "-m", "editcaption", "serve", "--config", str(config)]
-        cmd += ["--port", str(self.port), "--model", str(model)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        self.stopped = False
-
-    def wait_ready(self, timeout_s: float = 400) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"`editcaption serve` exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        raise TimeoutError(f"the app was not ready after {timeout_s} s:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> list[str]:
-        """SIGTERM the command, wait for it, and list its descendants still running (killing them)."""
-        if self.stopped:
-            return []
-        self.stopped = True
-        try:
-            descendants = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        _, alive = psutil.wait_procs(descendants, timeout=10)
-        left = []
-        for p in alive:
-            try:
-                left.append(f"{p.pid} {p.name()} ({p.status()})")
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    p.kill()
-            except psutil.NoSuchProcess:
-                continue
-        return [entry for entry in left if "zombie" not in entry]
 
 
 @pytest.fixture(scope="module")

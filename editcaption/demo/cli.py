@@ -31,19 +31,26 @@ def demo_command(
     heldout: Annotated[int, typer.Option(min=10, help="Held-out pairs every model is evaluated on.")] = 200,
     sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 60,
     dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 30,
+    world_steps: Annotated[
+        int, typer.Option(min=0, help="With --retrain: steps on clean labels (learning the world) first.")
+    ] = 900,
     train_steps: Annotated[
-        int, typer.Option(min=1, help="With --retrain: annotator optimizer steps.")
-    ] = 1200,
+        int, typer.Option(min=1, help="With --retrain: then steps on the error-injected labels.")
+    ] = 400,
     scorer_steps: Annotated[
         int, typer.Option(min=0, help="With --retrain: scorer optimizer steps (0: no scorer).")
-    ] = 300,
+    ] = 200,
 ) -> None:
     """Annotator drafts → filter → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:
         from editcaption.demo import retrain as retraining
 
         config = retraining.RetrainConfig(
-            out=str(annotator.parent), seed=seed, max_steps=train_steps, scorer_steps=scorer_steps
+            out=str(annotator.parent),
+            seed=seed,
+            world_steps=world_steps,
+            max_steps=train_steps,
+            scorer_steps=scorer_steps,
         )
         cards = retraining.retrain(config)
         typer.echo(json.dumps({name: card["heldout_measured"] for name, card in cards.items()}, indent=1))

@@ -142,8 +142,16 @@ def draft_filter_refine(
     return records, refined, counts
 
 
-def evaluate(models: dict[str, str], heldout: list[WorldPair]) -> dict[str, dict]:
-    """Each model on the held-out pairs and on their mirror images: accuracy, error rates, flip, judge."""
+def editscore_mean(scorer: str, pairs: list[WorldPair], outputs: list[str | None]) -> float:
+    """Mean EditScore overall (0-10) the scorer gives a model's outputs; no instruction counts 0."""
+    written = [i for i, o in enumerate(outputs) if o]
+    scores = score_candidates(scorer, [pairs[i] for i in written], [outputs[i] for i in written])
+    return sum(s.overall or 0.0 for s in scores) / max(1, len(pairs))
+
+
+def evaluate(models: dict[str, str], heldout: list[WorldPair], scorer: str) -> dict[str, dict]:
+    """Each model on the held-out pairs and on their mirror images: accuracy, error rates, flip, the
+    ground-truth judge score and the trained scorer's EditScore."""
     mirrors = [mirrored(p) for p in heldout]
     table = {}
     for name, folder in models.items():
@@ -151,6 +159,7 @@ def evaluate(models: dict[str, str], heldout: list[WorldPair]) -> dict[str, dict
         originals, flipped = out[: len(heldout)], out[len(heldout) :]
         summary = summarize(originals, heldout)
         summary["flip_consistency"] = flip_consistency(originals, flipped)["rate"]
+        summary["editscore"] = editscore_mean(scorer, heldout, originals)
         summary["examples"] = [
             {"pair_id": p.pair_id, "truth": p.instruction, "output": o}
             for p, o in zip(heldout[:8], originals[:8], strict=True)
@@ -210,7 +219,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         models[name] = dpo.output
 
     t = time.monotonic()
-    table = evaluate(models, heldout)
+    table = evaluate(models, heldout, cfg.scorer)
     timings["evaluate"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
     report = {
@@ -233,7 +242,8 @@ ROWS = (
     ("attribute errors", lambda s: s["error_rates"]["attribute"]),
     ("other errors", lambda s: s["error_rates"]["other"]),
     ("flip consistency", lambda s: s["flip_consistency"]),
-    ("judge score (1-5)", lambda s: s["judge_score"]),
+    ("judge score (1-5, ground truth)", lambda s: s["judge_score"]),
+    ("EditScore (0-10, trained scorer)", lambda s: s.get("editscore")),
 )
 
 
@@ -247,7 +257,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "# Miniature world: annotator vs SFT vs SFT+HAE-DPO (held-out pairs)",
         "",
         f"{next(iter(models.values()))['n']} held-out pairs. Error rates are shares of all pairs; the judge "
-        "score is the ground-truth verdict (5 exact, 3 minor, 2 major, 1 critical error).",
+        "score is the ground-truth verdict (5 exact, 3 minor, 2 major, 1 critical error); EditScore is "
+        "the miniature scorer's overall score of each output (no output: 0).",
         "",
         "| metric | " + " | ".join(models) + " |",
         "|---|" + "---|" * len(models),

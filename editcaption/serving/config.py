@@ -127,6 +127,9 @@ class ServeConfig(BaseModel):
         if Path(model).exists():
             model = str(Path(model).resolve())  # replicas may start in another working directory
         self.captioner.engine = engine.model_copy(update={"model": model})
+        if self.scorer and Path(self.scorer.engine.model).exists():
+            scorer = str(Path(self.scorer.engine.model).resolve())
+            self.scorer.engine = self.scorer.engine.model_copy(update={"model": scorer})
         if self.model_id is None:
             self.model_id = Path(model).name or model
         keys = self.auth.key_hashes_file

