@@ -20,6 +20,9 @@ pytestmark = pytest.mark.slow
 
 RUN = {"pool": 256, "heldout": 150, "sft_steps": 60, "dpo_steps": 30, "seed": 0}
 RAISED = ("orientation", "viewpoint")  # HAE-DPO's type margins raise these (0.5, vs attribute 0.25)
+SFT_MARGIN = 0.05
+ORIENTATION_MARGIN = 0.0
+HAE_SLACK = 0.0
 
 
 @pytest.fixture(scope="module")

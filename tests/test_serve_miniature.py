@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from serve_process import ROOT, Server
 
 from editcaption.demo.captioning import caption_pairs
 from editcaption.demo.retrain import COMMITTED
 from editcaption.demo.world import WorldConfig, generate, images
 from editcaption.prompts.instruction import SYSTEM, USER, parse_instruction
-from serve_process import ROOT, Server
 
 pytestmark = pytest.mark.slow
 N = 8
