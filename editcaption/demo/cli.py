@@ -29,8 +29,8 @@ def demo_command(
     ] = COMMITTED / "scorer",
     pool: Annotated[int, typer.Option(min=8, help="Pairs the annotator drafts instructions for.")] = 512,
     heldout: Annotated[int, typer.Option(min=10, help="Held-out pairs every model is evaluated on.")] = 200,
-    sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 80,
-    dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 40,
+    sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 200,
+    dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 100,
     world_steps: Annotated[
         int, typer.Option(min=0, help="With --retrain: steps on clean labels (learning the world) first.")
     ] = 900,

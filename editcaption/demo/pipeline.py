@@ -53,8 +53,8 @@ class DemoConfig(BaseModel):
     review_share: float = Field(
         0.5, ge=0, le=1, description="Share of the pool routed to 'review', refined with ground truth."
     )
-    sft_steps: int = Field(80, ge=1, description="SFT optimizer steps from the annotator's weights.")
-    dpo_steps: int = Field(40, ge=1, description="DPO optimizer steps from the SFT model, per objective.")
+    sft_steps: int = Field(200, ge=1, description="SFT optimizer steps from the annotator's weights.")
+    dpo_steps: int = Field(100, ge=1, description="DPO optimizer steps from the SFT model, per objective.")
     batch_size: int = Field(16, ge=1, description="Training batch size (one CPU worker).")
     sft_learning_rate: float = Field(5e-4, gt=0)
     dpo_learning_rate: float = Field(1e-4, gt=0)
