@@ -41,7 +41,7 @@ def demo_command(
         int, typer.Option(min=0, help="With --retrain: scorer optimizer steps (0: no scorer).")
     ] = 200,
 ) -> None:
-    """Annotator drafts → filter → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
+    """Annotator drafts → scorer filters → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:
         from editcaption.demo import retrain as retraining
 
