@@ -3,6 +3,7 @@ until /readyz answers, stop with SIGTERM and report any process that outlived it
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -39,11 +40,9 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"`editcaption serve` exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
                 if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             time.sleep(2)
         raise TimeoutError(f"the app was not ready after {timeout_s} s:\n{self.tail()}")
 

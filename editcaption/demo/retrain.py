@@ -1,9 +1,10 @@
 """`editcaption demo --retrain`: train the miniature models from scratch, the one command that rebuilds
 the committed weights (`editcaption/data/miniature/{annotator,scorer}`).
 
-1. Annotator: a fresh miniature Qwen3-VL (`world_models.py`) trained with the project's SFT job on
-   world pairs whose labels carry injected orientation, viewpoint and attribute errors
-   (`records.NoiseConfig`); the model learns the world and the mistakes.
+1. Annotator: a fresh miniature Qwen3-VL (`world_models.py`) trained with the project's SFT job,
+   first on the world's canonical labels (it learns to read the images), then on the same pairs
+   with injected orientation, viewpoint and attribute errors (`records.NoiseConfig`): it learns
+   the mistakes.
 2. Scorer: the annotator's weights trained further, with the same job and prompt `from_data`, to
    answer the EditScore prompts (`records.scorer_conversations`): it learns to grade a candidate.
 
@@ -17,7 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -33,6 +34,9 @@ from editcaption.demo.records import (
 from editcaption.demo.world import WorldConfig, WorldPair, generate
 from editcaption.demo.world_models import WorldModelConfig, build_world_qwen3vl
 from editcaption.schema import SFTRecord
+
+if TYPE_CHECKING:
+    from editcaption.training.sft import SFTJobConfig
 
 COMMITTED = Path(__file__).resolve().parent.parent / "data" / "miniature"
 
@@ -80,7 +84,10 @@ class RetrainConfig(BaseModel):
     )
 
 
-def _job(cfg: RetrainConfig, work: Path, name: str, model: str, data: Path, steps: int, lr: float, **extra):
+def _job(
+    cfg: RetrainConfig, work: Path, name: str, model: str, data: Path, steps: int, lr: float, **extra: Any
+) -> SFTJobConfig:
+    """One `run_sft` job of the retrain: full fine-tune, one CPU worker, no DeepSpeed."""
     from editcaption.training.sft import SFTJobConfig
 
     return SFTJobConfig(
