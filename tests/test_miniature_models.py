@@ -80,3 +80,40 @@ def test_vllm_cpu_loads_it_and_agrees_with_transformers(bf16_model, pairs):
     texts = [parse_instruction(r.outputs[0].text) for r in replies]
     assert all(len(r.outputs[0].token_ids) > 0 for r in replies)
     assert sum(a == b for a, b in zip(texts, hf, strict=True)) >= N - 2, (texts, hf)
+
+
+def test_completion_logprobs_match_the_greedy_tokens_and_ignore_padding(pairs):
+    """The log-prob of the annotator's own greedy caption equals the sum of its per-step greedy scores,
+    whatever else shares the batch (right padding must not shift the completion)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from editcaption.demo.captioning import completion_logprobs
+
+    folder = COMMITTED / "annotator"
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    question = (instruction_messages(), list(images(pairs[0])))
+    prompt = processor.apply_chat_template(question[0], add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[prompt], images=[question[1]], return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(
+            **enc, max_new_tokens=40, do_sample=False, output_scores=True, return_dict_in_generate=True
+        )
+    new = out.sequences[0, enc["input_ids"].shape[1] :]
+    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert end in new.tolist(), "the caption must finish within 40 tokens"
+    stop = new.tolist().index(end)
+    expected = sum(
+        float(torch.log_softmax(out.scores[i][0].float(), -1)[new[i]]) for i in range(stop + 1)
+    )
+    caption = processor.tokenizer.decode(new[:stop])
+
+    longer = "Move the small red square to the viewer's left, next to the blue disc and the figure."
+    other = (instruction_messages(), list(images(pairs[1])))
+    alone = completion_logprobs(folder, [question], [caption])
+    batched = completion_logprobs(folder, [other, question, other], [longer, caption, "Zoom in."])
+    # The template's newline after <|im_end|> is part of the completion (as in TRL) and nearly certain.
+    assert expected - 0.05 < alone[0] <= expected + 1e-3
+    assert alone[0] == pytest.approx(batched[1], abs=1e-3)
+    assert alone[0] > max(batched[0], batched[2]) + 5

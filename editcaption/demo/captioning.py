@@ -16,7 +16,7 @@ from PIL import Image
 from editcaption.demo.world import WorldPair, images
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages, parse_instruction
-from editcaption.schema import Score
+from editcaption.schema import ERROR_TYPES, Score
 from editcaption.synthesis.editscore import aggregate_editscore
 
 Question = tuple[list[dict[str, Any]], list[Image.Image]]  # chat messages and their images
@@ -80,3 +80,65 @@ def score_candidates(
         aggregate_editscore(p.pair_id, "0", str(model_dir), [s], [q], score_range)
         for p, s, q in zip(pairs, replies[: len(pairs)], replies[len(pairs) :], strict=True)
     ]
+
+
+def completion_logprobs(
+    model_dir: str | Path, questions: Sequence[Question], completions: Sequence[str], batch_size: int = 32
+) -> list[float]:
+    """log π(completion | question), summed over the completion's tokens (its end-of-turn included),
+    with the completion cut from the chat template exactly as TRL's preference trainers cut it."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.tokenizer.padding_side = "right"
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    texts, lengths = [], []
+    for (messages, _), completion in zip(questions, completions, strict=True):
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        reply = {"role": "assistant", "content": [{"type": "text", "text": completion}]}
+        full = processor.apply_chat_template([*messages, reply], tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError(f"{model_dir}: the chat template does not extend the prompt with the reply")
+        texts.append(full)
+        lengths.append(len(processor.tokenizer(full[len(prompt) :], add_special_tokens=False).input_ids))
+    totals: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            stop = start + batch_size
+            enc = processor(
+                text=texts[start:stop],
+                images=[list(ims) for _, ims in questions[start:stop]],
+                return_tensors="pt",
+                padding=True,
+            )
+            logps = torch.log_softmax(model(**enc).logits[:, :-1].float(), dim=-1)
+            token_logps = logps.gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
+            # token_logps[j] scores input token j + 1, so the last real token's score sits at length − 2.
+            ends = enc["attention_mask"].sum(dim=1) - 2
+            for row, (end, n) in enumerate(zip(ends.tolist(), lengths[start:stop], strict=True)):
+                totals.append(float(token_logps[row, end - n + 1 : end + 1].sum()))
+    return totals
+
+
+def preference_errors(model_dir: str | Path, pairs: list[WorldPair]) -> dict[str, float | None]:
+    """Per error type, the share of the pairs' labelled wrong variants the model finds at least as
+    likely as the canonical instruction: the choice DPO trains, measured on every variant rather than
+    on the few a greedy caption happens to reach."""
+    questions, texts, owners = [], [], []
+    for index, pair in enumerate(pairs):
+        question = (instruction_messages(), list(images(pair)))
+        for text in [pair.instruction, *(v.text for v in pair.variants)]:
+            questions.append(question)
+            texts.append(text)
+            owners.append(index)
+    logps = completion_logprobs(model_dir, questions, texts)
+    canonical: dict[int, float] = {}
+    wrong: dict[str, list[bool]] = {}
+    position = 0
+    for index, pair in enumerate(pairs):
+        canonical[index] = logps[position]
+        for offset, variant in enumerate(pair.variants, start=1):
+            wrong.setdefault(variant.error_type, []).append(logps[position + offset] >= canonical[index])
+        position += 1 + len(pair.variants)
+    return {t: (sum(v) / len(v) if (v := wrong.get(t)) else None) for t in ERROR_TYPES}

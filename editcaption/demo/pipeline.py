@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from editcaption.checks.viewpoint import lint_viewpoint
-from editcaption.demo.captioning import caption_pairs, score_candidates
+from editcaption.demo.captioning import caption_pairs, preference_errors, score_candidates
 from editcaption.demo.grading import flip_consistency, summarize
 from editcaption.demo.records import png_pair, preference_records, write_records
 from editcaption.demo.world import WorldConfig, WorldPair, generate, mirrored
@@ -151,7 +151,8 @@ def editscore_mean(scorer: str, pairs: list[WorldPair], outputs: list[str | None
 
 def evaluate(models: dict[str, str], heldout: list[WorldPair], scorer: str) -> dict[str, dict]:
     """Each model on the held-out pairs and on their mirror images: accuracy, error rates, flip, the
-    ground-truth judge score and the trained scorer's EditScore."""
+    ground-truth judge score, the trained scorer's EditScore, and per error type how often the model
+    prefers a labelled wrong variant to the canonical instruction."""
     mirrors = [mirrored(p) for p in heldout]
     table = {}
     for name, folder in models.items():
@@ -160,6 +161,7 @@ def evaluate(models: dict[str, str], heldout: list[WorldPair], scorer: str) -> d
         summary = summarize(originals, heldout)
         summary["flip_consistency"] = flip_consistency(originals, flipped)["rate"]
         summary["editscore"] = editscore_mean(scorer, heldout, originals)
+        summary["preference_errors"] = preference_errors(folder, heldout)
         summary["examples"] = [
             {"pair_id": p.pair_id, "truth": p.instruction, "output": o}
             for p, o in zip(heldout[:8], originals[:8], strict=True)
@@ -244,6 +246,9 @@ ROWS = (
     ("flip consistency", lambda s: s["flip_consistency"]),
     ("judge score (1-5, ground truth)", lambda s: s["judge_score"]),
     ("EditScore (0-10, trained scorer)", lambda s: s.get("editscore")),
+    ("prefers an orientation flip", lambda s: s["preference_errors"]["orientation"]),
+    ("prefers a viewpoint error", lambda s: s["preference_errors"]["viewpoint"]),
+    ("prefers an attribute error", lambda s: s["preference_errors"]["attribute"]),
 )
 
 
@@ -258,7 +263,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         f"{next(iter(models.values()))['n']} held-out pairs. Error rates are shares of all pairs; the judge "
         "score is the ground-truth verdict (5 exact, 3 minor, 2 major, 1 critical error); EditScore is "
-        "the miniature scorer's overall score of each output (no output: 0).",
+        "the miniature scorer's overall score of each output (no output: 0). 'Prefers …' rows: the share of "
+        "the held-out pairs' labelled wrong variants of that type the model finds at least as likely as "
+        "the canonical instruction (summed log-probabilities; 0.5 is a coin toss).",
         "",
         "| metric | " + " | ".join(models) + " |",
         "|---|" + "---|" * len(models),
