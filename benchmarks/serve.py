@@ -103,6 +103,7 @@ def _run_mode(
         f"max_batch_size {max_batch_size}: starting the app", total=len(lengths) * sum(requests.values())
     )
     serve.run(build_app(cfg), name="captioner", route_prefix="/")
+    engine = serve.get_deployment_handle("Captioner", app_name="captioner")
     url = f"http://127.0.0.1:{port}"
     source, target = (base64.b64encode(data).decode() for data in _pair_images())
     results: dict[str, list] = {}
@@ -112,7 +113,12 @@ def _run_mode(
         results[length] = []
         for clients in LEVELS:
             progress.update(task, description=f"max_batch_size {max_batch_size}, {length}: {clients} clients")
-            results[length].append(asyncio.run(_level(url, body, clients, requests[clients])))
+            before = len(engine.batch_sizes.remote().result())
+            level = asyncio.run(_level(url, body, clients, requests[clients]))
+            sizes = engine.batch_sizes.remote().result()[before:]
+            level["engine_calls"] = len(sizes)
+            level["mean_batch_size"] = round(statistics.mean(sizes), 2) if sizes else None
+            results[length].append(level)
             progress.advance(task, requests[clients])
     serve.delete("captioner")
     return results

@@ -20,7 +20,8 @@ MODEL_ENV = "EDITCAPTION_SERVE_MODEL"
 
 
 class BatchingConfig(BaseModel):
-    """Dynamic batching into the engine (Ray Serve `@serve.batch`)."""
+    """Dynamic batching into the engine (`serving/batcher.py`): each engine call takes every request
+    waiting when the engine becomes free, up to `max_batch_size`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,7 +29,10 @@ class BatchingConfig(BaseModel):
         16, ge=1, description="Most engine requests answered in one engine call; 1 turns batching off."
     )
     batch_wait_timeout_s: float = Field(
-        0.01, ge=0, description="How long a partial batch waits for more requests before it runs."
+        0.01,
+        ge=0,
+        description="How long a request that finds the engine idle waits for company before it runs; "
+        "requests arriving while the engine is busy wait for it anyway and join the next call.",
     )
 
 

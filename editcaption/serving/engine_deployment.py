@@ -1,20 +1,18 @@
 """A vLLM engine as a Ray Serve deployment, answering engine request rows with dynamic batching.
 
-Concurrent calls are gathered by `@serve.batch` (up to `max_batch_size`, waiting at most
-`batch_wait_timeout_s`) and answered by one `generate` call, which vLLM schedules together; with
+Concurrent calls are gathered by `EngineBatcher` (`batcher.py`: whatever waits when the engine is free,
+up to `max_batch_size`) and answered by one `generate` call, which vLLM schedules together; with
 `max_batch_size: 1` every request is its own engine call, which is what "batching off" means in the
 benchmark. Batches run one at a time, off the event loop, so health checks stay answered.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-
-from ray import serve
 
 from editcaption.engines.base import result_row
 from editcaption.engines.vllm_engine import VLLMPredictor
+from editcaption.serving.batcher import EngineBatcher
 from editcaption.serving.config import EngineDeploymentConfig
 
 ENGINE_REJECTED = "rejected by the engine"
@@ -26,8 +24,9 @@ class EngineServer:
     def __init__(self, config: EngineDeploymentConfig) -> None:
         self.config = config
         self.predictor = VLLMPredictor(config.engine)
-        self.answer.set_max_batch_size(config.batching.max_batch_size)
-        self.answer.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
+        self.batcher = EngineBatcher(
+            self._answer_many, config.batching.max_batch_size, config.batching.batch_wait_timeout_s
+        )
 
     def __del__(self) -> None:
         # Serve calls this when the replica stops; the engine-core processes must go with it.
@@ -38,9 +37,12 @@ class EngineServer:
     async def ready(self) -> str:
         return self.config.engine.model
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def answer(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._answer_many, rows)
+    async def answer(self, row: dict[str, Any]) -> dict[str, Any]:
+        return await self.batcher.submit(row)
+
+    async def batch_sizes(self) -> list[int]:
+        """Sizes of the latest engine calls (up to 4096; the benchmark reports them)."""
+        return list(self.batcher.batch_sizes)
 
     def _answer_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """All rows in one engine call; if the engine refuses the call (one prompt too long, say),
