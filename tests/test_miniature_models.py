@@ -104,9 +104,7 @@ def test_completion_logprobs_match_the_greedy_tokens_and_ignore_padding(pairs):
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert end in new.tolist(), "the caption must finish within 40 tokens"
     stop = new.tolist().index(end)
-    expected = sum(
-        float(torch.log_softmax(out.scores[i][0].float(), -1)[new[i]]) for i in range(stop + 1)
-    )
+    expected = sum(float(torch.log_softmax(out.scores[i][0].float(), -1)[new[i]]) for i in range(stop + 1))
     caption = processor.tokenizer.decode(new[:stop])
 
     longer = "Move the small red square to the viewer's left, next to the blue disc and the figure."
