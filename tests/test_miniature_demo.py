@@ -20,9 +20,13 @@ pytestmark = pytest.mark.slow
 
 # Measured in three runs on the committed models (docs/miniature.md): exact match annotator 0.10,
 # SFT 0.18-0.19; viewpoint errors annotator 0.10, SFT 0.00; orientation errors SFT 0.06, SFT+DPO
-# 0.03-0.05. HAE-DPO is not asserted against SFT or plain DPO: it did not beat them in those runs.
+# 0.03-0.05. Preference errors (the reference run, repeated to the digit): viewpoint annotator 0.41,
+# SFT 0.00; attribute SFT 0.07, HAE-DPO 0.03, DPO 0.04; orientation 0.36-0.43 for every model (a
+# coin toss: the models do not see direction). HAE-DPO is not asserted against SFT or plain DPO on
+# orientation: it did not beat them in those runs.
 SFT_EXACT_MARGIN = 0.05
 SFT_VIEWPOINT_MARGIN = 0.05
+SFT_VIEWPOINT_PREFERENCE_MARGIN = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +64,16 @@ def test_dpo_on_ground_truth_pairs_does_not_add_orientation_errors(report: dict)
     assert models["sft+dpo"]["error_rates"]["orientation"] <= models["sft"]["error_rates"]["orientation"], (
         models
     )
+
+
+def test_sft_stops_preferring_viewpoint_mistakes(report: dict) -> None:
+    """Likelihood, not greedy text: the annotator learned to prefer dropped frames and camera moves
+    told as object moves; SFT on refined labels unlearns that on held-out pairs."""
+    pref = {name: s["preference_errors"] for name, s in report["models"].items()}
+    assert pref["sft"]["viewpoint"] <= pref["annotator"]["viewpoint"] - SFT_VIEWPOINT_PREFERENCE_MARGIN, pref
+
+
+def test_both_dpo_objectives_lower_attribute_preference_errors_from_sft(report: dict) -> None:
+    pref = {name: s["preference_errors"] for name, s in report["models"].items()}
+    assert pref["sft+hae-dpo"]["attribute"] < pref["sft"]["attribute"], pref
+    assert pref["sft+dpo"]["attribute"] < pref["sft"]["attribute"], pref
