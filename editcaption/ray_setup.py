@@ -5,6 +5,11 @@ reserves whole logical CPUs while it mostly waits; with `num_cpus` equal to a la
 such actors leave nothing for the map tasks that feed them and the pipeline stalls forever. So a
 local cluster gets at least `MIN_LOCAL_CPUS` logical CPUs, and our CPU map stages ask for a fraction
 of one. On a real cluster (`address` set, or `RAY_ADDRESS`) Ray's own resources are used unchanged.
+
+Fractional CPUs let up to 4 × 8 small tasks run at once, and each needs its own Python worker process
+(~60 MB, seconds of a core to start): on a 2-core machine the synthesis job had 14 idle workers at its
+peak at 10× input against a handful at 1×. So the read and validate stages run at most one task per
+physical core (`local_task_concurrency`) when we started Ray here; a cluster keeps Ray's scheduling.
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ from __future__ import annotations
 import os
 
 MIN_LOCAL_CPUS = 8
+_started_locally = False
 
 
 def local_cpus(physical: int | None = None) -> int:
     """Logical CPUs for a local Ray: the physical count, but never fewer than MIN_LOCAL_CPUS."""
     return max(physical or os.cpu_count() or 1, MIN_LOCAL_CPUS)
+
+
+def local_task_concurrency() -> int | None:
+    """Most concurrent tasks per CPU-light stage: the physical cores if this process started a local
+    Ray, else None (Ray decides)."""
+    return (os.cpu_count() or 1) if _started_locally else None
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -30,4 +42,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     # Local workers inherit this process's environment (offline flags, VLLM_CPU_KVCACHE_SPACE, ...).
+    global _started_locally
     ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False)
+    _started_locally = True

@@ -4,6 +4,7 @@ while vLLM-cpu actors caption them, so a resource setting that starves one stage
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,13 +13,21 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from editcaption import ray_setup
 from editcaption.cli import app
-from editcaption.ray_setup import MIN_LOCAL_CPUS, local_cpus
+from editcaption.ray_setup import MIN_LOCAL_CPUS, local_cpus, local_task_concurrency
 
 
 def test_local_ray_gets_enough_logical_cpus_for_actors_and_tasks():
     assert local_cpus(2) == MIN_LOCAL_CPUS
     assert local_cpus(64) == 64
+
+
+def test_light_stages_run_one_task_per_core_only_on_a_ray_we_started(monkeypatch):
+    monkeypatch.setattr(ray_setup, "_started_locally", False)  # joined a cluster: Ray decides
+    assert local_task_concurrency() is None
+    monkeypatch.setattr(ray_setup, "_started_locally", True)
+    assert local_task_concurrency() == os.cpu_count()
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from editcaption.io.fs import read_bytes
 from editcaption.io.pairs import BATCH_SIZE, TASK_CPUS, ok_row, quarantined_row, rows_to_table
+from editcaption.ray_setup import local_task_concurrency
 from editcaption.schema import pair_id_for_uris
 
 if TYPE_CHECKING:
@@ -155,7 +156,13 @@ def map_pairs(
         if rows:
             yield rows_to_table(rows)
 
-    return items.map_batches(per_batch, batch_format="pyarrow", batch_size=batch_size, num_cpus=TASK_CPUS)
+    return items.map_batches(
+        per_batch,
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        num_cpus=TASK_CPUS,
+        concurrency=local_task_concurrency(),
+    )
 
 
 def _guarded(

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from editcaption.images import ImagePolicy, ImageRejected, check_pair
 from editcaption.io.fs import arrow_fs, open_fs
+from editcaption.ray_setup import local_task_concurrency
 from editcaption.schema import QUARANTINE_REASONS, EditPair, QuarantinedPair, pair_id_for, pair_id_for_uris
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ def validate_pairs(ds: Dataset, policy: ImagePolicy, *, batch_size: int = BATCH_
         batch_format="pyarrow",
         batch_size=batch_size,
         num_cpus=TASK_CPUS,
+        concurrency=local_task_concurrency(),
     )
 
 
