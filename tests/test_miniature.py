@@ -166,11 +166,14 @@ def test_report_table_and_plot(tmp_path):
         "error_rates": {"orientation": 0.2, "viewpoint": 0.1, "attribute": 0.1, "other": 0.1},
         "judge_score": 3.1,
         "flip_consistency": None,
+        "preference_errors": {"orientation": 0.45, "viewpoint": None, "attribute": 0.05, "other": 0.0},
     }
     report = {"models": {"annotator": summary, "sft": summary}, "counts": {}, "note": "n", "seconds": {}}
     write_markdown(report, tmp_path / "r.md")
     text = (tmp_path / "r.md").read_text()
     assert "| exact match | 0.50 | 0.50 |" in text and "| flip consistency | – | – |" in text
+    assert "| prefers an orientation flip | 0.45 | 0.45 |" in text
+    assert "| prefers a viewpoint error | – | – |" in text
     plot(report, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -22,16 +22,23 @@ from editcaption.synthesis.editscore import aggregate_editscore
 Question = tuple[list[dict[str, Any]], list[Image.Image]]  # chat messages and their images
 
 
+def _load(model_dir: str | Path, padding_side: str) -> tuple[Any, Any]:
+    """(processor, float32 model in eval mode) of a miniature model folder."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.tokenizer.padding_side = padding_side
+    return processor, AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
 def answer(
     model_dir: str | Path, questions: Sequence[Question], batch_size: int = 64, max_new_tokens: int = 24
 ) -> list[str]:
     """The model's greedy reply to each (messages, images) question."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    processor.tokenizer.padding_side = "left"
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    processor, model = _load(model_dir, padding_side="left")
     replies: list[str] = []
     with torch.inference_mode():
         for start in range(0, len(questions), batch_size):
@@ -88,11 +95,8 @@ def completion_logprobs(
     """log π(completion | question), summed over the completion's tokens (its end-of-turn included),
     with the completion cut from the chat template exactly as TRL's preference trainers cut it."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    processor.tokenizer.padding_side = "right"
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    processor, model = _load(model_dir, padding_side="right")
     texts, lengths = [], []
     for (messages, _), completion in zip(questions, completions, strict=True):
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

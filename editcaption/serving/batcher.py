@@ -31,7 +31,7 @@ class EngineBatcher:
         self.wait_s = wait_s
         self.batch_sizes: deque[int] = deque(maxlen=4096)  # the latest engine calls' sizes
         self._queue: asyncio.Queue[tuple[Row, asyncio.Future]] | None = None
-        self._loop_task: asyncio.Task | None = None
+        self._loop_task: asyncio.Task | None = None  # held so the running loop is not collected
 
     async def submit(self, row: Row) -> Row:
         if self._queue is None:
