@@ -143,3 +143,45 @@ def test_cli_refuses_bad_configs_before_starting_ray(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["serve", "--config", str(bad)])
     assert result.exit_code == 2 and "max_candidate" in result.output
+
+
+class _NeverAnswered:
+    """A stand-in for a `DeploymentResponse` whose engine never answers: what the deadline is for (a
+    real engine that hangs cannot be arranged on demand; the Serve tests run the real one)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def __await__(self):
+        import asyncio
+
+        return asyncio.get_running_loop().create_future().__await__()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_a_request_past_its_deadline_gets_504_and_its_engine_calls_are_cancelled() -> None:
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from editcaption.engines.base import EngineRequest
+    from editcaption.serving.app import CaptionerAPI
+
+    answer = CaptionerAPI.func_or_class._answer  # no Serve replica: only the deadline logic runs
+    api = SimpleNamespace(config=SimpleNamespace(request_timeout_s=0.05))
+    calls: list[_NeverAnswered] = []
+
+    def remote(row: dict) -> _NeverAnswered:
+        calls.append(_NeverAnswered())
+        return calls[-1]
+
+    handle = SimpleNamespace(answer=SimpleNamespace(remote=remote))
+    requests = [EngineRequest(request_id=str(i), images=[], messages=[]) for i in range(2)]
+    started = time.monotonic()
+    with pytest.raises(RequestRefused) as refused:
+        asyncio.run(answer(api, handle, requests, deadline=started + 0.05))
+    assert refused.value.status == 504 and "request_timeout_s=0.05" in refused.value.reason
+    assert len(calls) == 2 and all(c.cancelled for c in calls)
+    assert time.monotonic() - started < 2
