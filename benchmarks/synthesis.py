@@ -168,9 +168,11 @@ def run_bare(model: str, copies: int) -> dict:
     from editcaption.prompts.instruction import instruction_messages
 
     pairs = [p for p in sorted(SAMPLE.iterdir()) if p.is_dir()] * copies
+    # The engine the pipeline's actors build (VLLMEngineConfig.cpu_in_process): core and worker in-process.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     started = time.perf_counter()
     llm = LLM(model=model, dtype="float32", enforce_eager=True, max_model_len=2048, max_num_seqs=16, seed=0,
-              limit_mm_per_prompt={"image": 2, "video": 0})  # fmt: skip
+              limit_mm_per_prompt={"image": 2, "video": 0}, distributed_executor_backend="uni")  # fmt: skip
     loaded = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model)
 
