@@ -214,3 +214,18 @@ def test_openai_engine_requires_its_api_key(monkeypatch):
                 base_url="http://127.0.0.1:9/v1", model="m", api_key_env="EDITCAPTION_TEST_KEY"
             )
         )
+
+
+@pytest.mark.parametrize("before", [None, "1"])
+def test_in_process_engine_turns_v1_multiprocessing_off_only_while_it_is_built(monkeypatch, before):
+    import os
+
+    from editcaption.engines.vllm_engine import _v1_multiprocessing_off
+
+    if before is None:
+        monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    else:
+        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", before)
+    with _v1_multiprocessing_off():
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == before
