@@ -184,6 +184,29 @@ def test_grouped_steps_run_in_turn_on_one_engine(ray_local, tiny_model):
         assert row["first_seconds"] > 0 and row["second_seconds"] > 0
 
 
+def test_in_process_and_spawned_vllm_engines_write_the_same_greedy_text(ray_local, tiny_model):
+    """`cpu_in_process` (vLLM's uni executor inside the actor, the default) and vLLM's own engine-core
+    and worker processes are the same engine: same greedy text for the same requests."""
+    import ray.data
+
+    requests = _requests(logprobs=False)
+
+    def ask(row: dict) -> list[EngineRequest]:
+        return [requests[row["i"]]]
+
+    def keep(row: dict, results: list) -> dict:
+        return {**row, "text": results[0].text}
+
+    texts = {}
+    for in_process in (True, False):
+        engine = make_engine(_vllm_config(tiny_model).model_copy(update={"cpu_in_process": in_process}))
+        rows = engine.apply_steps(
+            ray.data.from_items([{"i": i} for i in range(3)]), [GroupedStep(ask, keep, "s")], batch_size=3
+        ).take_all()
+        texts[in_process] = {r["i"]: r["text"] for r in rows}
+    assert texts[True] == texts[False] and all(texts[True].values()), texts
+
+
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model):
     """A real vLLM OpenAI server (CPU) of the tiny model on a loopback port, stopped after."""
