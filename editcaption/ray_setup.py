@@ -37,11 +37,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    global _started_locally
     address = address or os.environ.get("RAY_ADDRESS")
+    _started_locally = not address
     if address:
         ray.init(address=address, log_to_driver=True)
         return
     # Local workers inherit this process's environment (offline flags, VLLM_CPU_KVCACHE_SPACE, ...).
-    global _started_locally
     ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False)
-    _started_locally = True

@@ -129,20 +129,16 @@ def preference_errors(model_dir: str | Path, pairs: list[WorldPair]) -> dict[str
     """Per error type, the share of the pairs' labelled wrong variants the model finds at least as
     likely as the canonical instruction: the choice DPO trains, measured on every variant rather than
     on the few a greedy caption happens to reach."""
-    questions, texts, owners = [], [], []
-    for index, pair in enumerate(pairs):
+    questions, texts = [], []
+    for pair in pairs:
         question = (instruction_messages(), list(images(pair)))
         for text in [pair.instruction, *(v.text for v in pair.variants)]:
             questions.append(question)
             texts.append(text)
-            owners.append(index)
-    logps = completion_logprobs(model_dir, questions, texts)
-    canonical: dict[int, float] = {}
+    logps = iter(completion_logprobs(model_dir, questions, texts))
     wrong: dict[str, list[bool]] = {}
-    position = 0
-    for index, pair in enumerate(pairs):
-        canonical[index] = logps[position]
-        for offset, variant in enumerate(pair.variants, start=1):
-            wrong.setdefault(variant.error_type, []).append(logps[position + offset] >= canonical[index])
-        position += 1 + len(pair.variants)
+    for pair in pairs:
+        canonical = next(logps)
+        for variant in pair.variants:
+            wrong.setdefault(variant.error_type, []).append(next(logps) >= canonical)
     return {t: (sum(v) / len(v) if (v := wrong.get(t)) else None) for t in ERROR_TYPES}
