@@ -23,7 +23,12 @@ from editcaption.demo.records import (
     semantic_reply,
 )
 from editcaption.demo.world import WorldConfig, generate, mirrored
-from editcaption.demo.world_models import WorldModelConfig, build_tokenizer, build_world_qwen3vl
+from editcaption.demo.world_models import (
+    WorldModelConfig,
+    build_tokenizer,
+    build_world_qwen3vl,
+    sincos_positions,
+)
 from editcaption.prompts.editscore import parse_score_reply, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages
 from editcaption.schema import Score
@@ -70,6 +75,32 @@ def test_world_model_folder_generates_with_transformers(tmp_path):
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == enc["input_ids"].shape[1] + 4 or out[0, -1] == model.generation_config.eos_token_id
+
+
+def test_vision_position_table_starts_from_a_2d_code_that_tells_left_from_right(tmp_path):
+    """The table is the only absolute position a patch token carries (docs/miniature.md); a random one
+    near zero left every trained model blind to direction."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    code = sincos_positions(8, 128)
+    assert code.shape == (64, 128)
+    assert len({tuple(row.tolist()) for row in code}) == 64, "every patch position has its own code"
+    grid = code.reshape(8, 8, 128)
+    mirror = grid.flip(1)  # column c <-> 7 - c
+    x_dims, y_dims = slice(0, 64), slice(64, 128)
+    assert torch.equal(grid[..., y_dims], mirror[..., y_dims])
+    assert (grid[..., x_dims] - mirror[..., x_dims]).abs().amax(-1)[:, :4].min() > 0.1
+
+    folder = build_world_qwen3vl(
+        tmp_path / "m", WorldModelConfig(text_layers=1, vision_depth=1, position_scale=2.0)
+    )
+    table = AutoModelForImageTextToText.from_pretrained(folder).model.visual.pos_embed.weight
+    assert torch.allclose(table, 2.0 * code, atol=1e-6)
+    plain = build_world_qwen3vl(
+        tmp_path / "p", WorldModelConfig(text_layers=1, vision_depth=1, position_scale=0)
+    )
+    assert AutoModelForImageTextToText.from_pretrained(plain).model.visual.pos_embed.weight.std() < 0.05
 
 
 def _scored(pair, draft) -> Score | None:
