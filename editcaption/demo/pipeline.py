@@ -59,6 +59,17 @@ class DemoConfig(BaseModel):
     sft_learning_rate: float = Field(5e-4, gt=0)
     dpo_learning_rate: float = Field(1e-4, gt=0)
     beta: float = Field(0.1, gt=0, description="DPO beta.")
+    hae: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "severity_margins": {"minor": 0.1, "major": 0.2, "critical": 0.4},
+            "type_margins": {"orientation": 0.2, "viewpoint": 0.2, "attribute": 0.1, "other": 0.0},
+            "hardness_weight": 0.2,
+            "margin_cap": 1.2,
+        },
+        description="HAE-DPO margin weights (`HAEDPOConfig` fields): the project's defaults scaled by 0.4, "
+        "same order. At the defaults (margins up to 3 nats at beta 0.1) HAE-DPO collapsed the retrained "
+        "miniature captioner in 100 steps (exact match 0.21 -> 0.03) while plain DPO held 0.17.",
+    )
     hard_negative_ratio: float = Field(
         0.5, ge=0, description="Rule-written hard negatives per ground-truth pair."
     )
@@ -214,6 +225,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             ),
             objective=objective,
             beta=cfg.beta,
+            hae=cfg.hae if objective == "hae" else {},
             hard_negatives={"ratio": cfg.hard_negative_ratio, "seed": cfg.seed},
         )
         run_dpo(dpo)
