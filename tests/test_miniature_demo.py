@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 # Measured on the committed models (retrained 29 Nov with the vision position code; the reference run
 # in docs/miniature.md, 200 held-out pairs): exact match annotator 0.08, SFT 0.21, HAE-DPO 0.18, DPO
 # 0.17; viewpoint errors annotator 0.10, SFT 0.00; orientation errors SFT 0.05 (10 pairs), HAE-DPO
-# 0.015 (3 pairs), DPO 0.01 (2 pairs); attribute errors 0.00 after SFT. Preference errors: viewpoint annotator
-# 0.40, SFT 0.00; attribute SFT 0.09, both DPOs 0.02; orientation 0.42-0.43 except HAE-DPO 0.38 (near
+# 0.015 (3 pairs), DPO 0.01 (2 pairs); attribute errors 0.00 after SFT. Preference errors:
+# viewpoint annotator 0.40, SFT 0.00; attribute SFT 0.09, both DPOs 0.02; orientation 0.42-0.43 except HAE-DPO 0.38 (near
 # a coin toss: the models still do not see direction well, docs/miniature.md). The previous models
 # gave the same direction in three runs for every assertion here except the two HAE-DPO ones, which
 # are new with these models and the demo's scaled margins; the run repeats to the digit.
@@ -30,9 +30,6 @@ SFT_EXACT_MARGIN = 0.05
 SFT_VIEWPOINT_MARGIN = 0.05
 SFT_VIEWPOINT_PREFERENCE_MARGIN = 0.2
 HAE_ORIENTATION_MARGIN = 0.02  # 4 of 200 held-out pairs; measured 0.05 -> 0.015
-# "HAE-DPO >= plain DPO" read as: worse by at most one held-out pair (measured: orientation errors 3
-# pairs vs 2, the only type where they differ; its orientation preference errors are lower, 0.38 vs 0.43).
-ONE_PAIR = 1 / 200 + 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -94,16 +91,19 @@ def test_hae_dpo_makes_fewer_orientation_errors_than_sft(report: dict) -> None:
 
 
 def test_hae_dpo_is_no_worse_than_plain_dpo_on_the_raised_error_types(report: dict) -> None:
-    """The types whose margins HAE-DPO raises (orientation, viewpoint, attribute): error rates of its
-    greedy captions, and how often it prefers a labelled wrong variant of that type."""
+    """The types whose margins HAE-DPO raises (orientation, viewpoint, attribute). How often it prefers
+    a labelled wrong variant: no more than plain DPO (measured 0.38 vs 0.43, 0 = 0, 0.02 = 0.02). Its
+    greedy captions' error rates: worse by at most one held-out pair (measured: orientation 3 pairs vs
+    2, the only type where they differ)."""
     models = report["models"]
     hae, plain = models["sft+hae-dpo"], models["sft+dpo"]
+    one_pair = 1 / report["config"]["heldout"] + 1e-9
     for error_type in ("orientation", "viewpoint", "attribute"):
-        assert hae["error_rates"][error_type] <= plain["error_rates"][error_type] + ONE_PAIR, (
+        assert hae["preference_errors"][error_type] <= plain["preference_errors"][error_type], (
             error_type,
             models,
         )
-        assert hae["preference_errors"][error_type] <= plain["preference_errors"][error_type] + ONE_PAIR, (
+        assert hae["error_rates"][error_type] <= plain["error_rates"][error_type] + one_pair, (
             error_type,
             models,
         )
