@@ -31,9 +31,19 @@ def demo_command(
     heldout: Annotated[int, typer.Option(min=10, help="Held-out pairs every model is evaluated on.")] = 200,
     sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 200,
     dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 100,
+    curriculum: Annotated[
+        bool,
+        typer.Option(
+            help="With --retrain: start with 400 steps of camera pans alone, then 200 of pans and moves "
+            "(without it the models answer left/right by coin toss)."
+        ),
+    ] = True,
     world_steps: Annotated[
-        int, typer.Option(min=0, help="With --retrain: steps on clean labels (learning the world) first.")
-    ] = 900,
+        int,
+        typer.Option(
+            min=0, help="With --retrain: then steps on clean labels of every kind (learning the world)."
+        ),
+    ] = 600,
     train_steps: Annotated[
         int, typer.Option(min=1, help="With --retrain: then steps on the error-injected labels.")
     ] = 400,
@@ -49,6 +59,7 @@ def demo_command(
             out=str(annotator.parent),
             seed=seed,
             world_steps=world_steps,
+            **({} if curriculum else {"curriculum": []}),
             max_steps=train_steps,
             scorer_steps=scorer_steps,
         )
