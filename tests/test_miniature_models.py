@@ -115,3 +115,18 @@ def test_completion_logprobs_match_the_greedy_tokens_and_ignore_padding(pairs):
     assert expected - 0.05 < alone[0] <= expected + 1e-3
     assert alone[0] == pytest.approx(batched[1], abs=1e-3)
     assert alone[0] > max(batched[0], batched[2]) + 5
+
+
+def test_annotator_sees_left_from_right():
+    """A model blind to direction would prefer the direction-flipped twin of half the instructions.
+    The committed annotator prefers the flip of no added shape (its labels were clean there) and of
+    nearly every camera pan: its injected mistake, naming the way the content slid, learned as a
+    systematic error in the viewer's frame (measured 0/32 and 32/32)."""
+    from editcaption.demo.captioning import preference_errors
+
+    def flips(kind: str) -> float:
+        probes = list(generate(32, WorldConfig(seed=1_000_003, kinds=[kind]), prefix="probe"))
+        return preference_errors(COMMITTED / "annotator", probes)["orientation"]
+
+    assert flips("add") <= 0.15
+    assert flips("camera_pan") >= 0.85

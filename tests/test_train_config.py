@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from editcaption.cli import app
 from editcaption.config import ConfigError, load_config
 from editcaption.training.config import TrainJobConfig
-from editcaption.training.dpo import DPOJobConfig, trainer_classes
+from editcaption.training.dpo import DPOJobConfig, objective_arguments, trainer_classes
 from editcaption.training.model import freeze, register_moe_leaves
 from editcaption.training.ray_train import RunExistsError, check_run_folder
 from editcaption.training.sft import SFTJobConfig
@@ -189,3 +189,16 @@ def test_optimizer_settings_reach_the_trainer_arguments(tmp_path):
     assert set(kwargs) <= {f.name for f in dataclasses.fields(SFTConfig)}  # every key is a real argument
     with pytest.raises(ValueError, match="adam_beta2"):
         SFTJobConfig(**BASE, adam_beta2=1.0)
+
+
+@pytest.mark.parametrize("objective", ["sigmoid", "hae"])
+def test_sft_loss_weight_adds_an_nll_term_on_the_chosen_answer(objective):
+    """TRL's RPO-style `sft` loss rides along with either objective; weight 0 leaves plain sigmoid.
+    (The combined loss is trained in test_hae_dpo.py and by the miniature demo.)"""
+    cfg = DPOJobConfig(**BASE, objective=objective, sft_loss_weight=0.5, beta=0.2)
+    args = objective_arguments(cfg)
+    assert (args["loss_type"], args["loss_weights"], args["beta"]) == (["sigmoid", "sft"], [1.0, 0.5], 0.2)
+    plain = objective_arguments(cfg.model_copy(update={"sft_loss_weight": 0.0}))
+    assert (plain["loss_type"], plain["loss_weights"]) == (["sigmoid"], None)
+    with pytest.raises(ValueError, match="sft_loss_weight"):
+        trainer_classes(cfg.model_copy(update={"objective": "hae", "hae": {"loss_type": ["sigmoid", "sft"]}}))

@@ -202,6 +202,7 @@ def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_local, tiny_model, samp
         **job(tmp_path, tiny_model, data, "dpo", learning_rate=1e-3),
         objective="hae",
         hae={"severity_margins": {"critical": 1.0}, "hardness_weight": 0.5},
+        sft_loss_weight=0.5,
         hard_negatives={"ratio": 1.0, "seed": 0},
     )
     result = run_dpo(cfg)

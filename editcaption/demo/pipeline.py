@@ -59,6 +59,14 @@ class DemoConfig(BaseModel):
     sft_learning_rate: float = Field(5e-4, gt=0)
     dpo_learning_rate: float = Field(1e-4, gt=0)
     beta: float = Field(0.1, gt=0, description="DPO beta.")
+    dpo_sft_loss_weight: float = Field(
+        1.0,
+        ge=0,
+        description="NLL term on the chosen answer in both DPO runs (`DPOJobConfig.sft_loss_weight`). "
+        "Without it both objectives collapsed the curriculum-trained captioner in 100 steps (exact match "
+        "0.20 -> 0.04, replies running on past the sentence) as the chosen answers' likelihood fell "
+        "with the rejected ones'.",
+    )
     hae: dict[str, Any] = Field(
         default_factory=lambda: {
             "severity_margins": {"minor": 0.1, "major": 0.2, "critical": 0.4},
@@ -67,8 +75,9 @@ class DemoConfig(BaseModel):
             "margin_cap": 1.2,
         },
         description="HAE-DPO margin weights (`HAEDPOConfig` fields): the project's defaults scaled by 0.4, "
-        "same order. At the defaults (margins up to 3 nats at beta 0.1) HAE-DPO collapsed the retrained "
-        "miniature captioner in 100 steps (exact match 0.21 -> 0.03) while plain DPO held 0.17.",
+        "same order. Without the NLL term, at the defaults (margins up to 3 nats at beta 0.1) HAE-DPO "
+        "collapsed the earlier miniature captioner in 100 steps (exact match 0.21 -> 0.03) while plain "
+        "DPO held 0.17; with the term, the defaults and 0.4x measured within a held-out pair or two.",
     )
     hard_negative_ratio: float = Field(
         0.5, ge=0, description="Rule-written hard negatives per ground-truth pair."
@@ -225,6 +234,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             ),
             objective=objective,
             beta=cfg.beta,
+            sft_loss_weight=cfg.dpo_sft_loss_weight,
             hae=cfg.hae if objective == "hae" else {},
             hard_negatives={"ratio": cfg.hard_negative_ratio, "seed": cfg.seed},
         )

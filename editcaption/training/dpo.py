@@ -54,6 +54,13 @@ class DPOJobConfig(TrainJobConfig):
         "hardness_weight, margin_cap, ...; see hae_dpo.py); empty keeps its defaults. Must be empty "
         "for objective sigmoid.",
     )
+    sft_loss_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a negative log-likelihood term on the chosen answer (TRL's loss_type "
+        "'sft', as in RPO), added to either objective; it keeps DPO from lowering the chosen answer "
+        "along with the rejected one. 0: none.",
+    )
     hard_negatives: HardNegativeSettings = Field(default_factory=HardNegativeSettings)
     learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (DPO wants a small one).")
 
@@ -78,6 +85,10 @@ def prepare_dpo_data(cfg: DPOJobConfig) -> tuple[str, dict[str, int]]:
 
 def trainer_classes(cfg: DPOJobConfig) -> tuple[type, type]:
     """(config class, trainer class) for the objective; HAE-DPO's margin weights are checked by name."""
+    if {"loss_type", "loss_weights"} & set(cfg.hae):
+        raise ValueError(
+            "hae: set the chosen-answer NLL term with sft_loss_weight, not loss_type/loss_weights"
+        )
     if cfg.objective == "sigmoid":
         if cfg.hae:
             raise ValueError("hae: margin weights are only used with objective hae")
@@ -100,6 +111,14 @@ def trainer_classes(cfg: DPOJobConfig) -> tuple[type, type]:
     return HAEDPOConfig, HAEDPOTrainer
 
 
+def objective_arguments(cfg: DPOJobConfig) -> dict[str, Any]:
+    """The trainer-config fields that pick the loss: beta, HAE-DPO's margins, the loss terms."""
+    extra = dict(cfg.hae) if cfg.objective == "hae" else {}
+    extra["loss_type"] = ["sigmoid", "sft"] if cfg.sft_loss_weight else ["sigmoid"]
+    extra["loss_weights"] = [1.0, cfg.sft_loss_weight] if cfg.sft_loss_weight else None
+    return {"beta": cfg.beta, **extra}
+
+
 def build_dpo_trainer(cfg: DPOJobConfig, data_uri: str, output_dir: str) -> DPOTrainer:
     """The worker's DPO trainer (called inside each Ray Train worker).
 
@@ -112,8 +131,7 @@ def build_dpo_trainer(cfg: DPOJobConfig, data_uri: str, output_dir: str) -> DPOT
     from editcaption.training.model import load_model, load_processor, lora_config, trainer_kwargs
 
     config_class, trainer_class = trainer_classes(cfg)
-    extra = dict(cfg.hae) if cfg.objective == "hae" else {"loss_type": ["sigmoid"]}
-    args = config_class(**trainer_kwargs(cfg, output_dir), beta=cfg.beta, **extra)
+    args = config_class(**trainer_kwargs(cfg, output_dir), **objective_arguments(cfg))
     rank = ray.train.get_context().get_world_rank()
     cache = os.path.join(output_dir, f"data-rank{rank}")
     model = load_model(cfg)
