@@ -76,8 +76,8 @@ class RetrainConfig(BaseModel):
     world_steps: int = Field(
         600,
         ge=0,
-        description="Steps on the world's clean labels first: the model learns to read the images, which "
-        "on the error-injected labels alone took ~800 steps to start (~300 on clean ones).",
+        description="Steps on clean labels of every kind after the curriculum: the model learns to read "
+        "the images, which on the error-injected labels alone took ~800 steps to start (~300 on clean ones).",
     )
     max_steps: int = Field(
         400, ge=1, description="Steps on the error-injected labels after that: the model learns the mistakes."
@@ -158,8 +158,8 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     start = str(build_world_qwen3vl(work / "base", cfg.model.model_copy(update={"seed": cfg.seed})))
     stages = []
     for i, stage in enumerate(cfg.curriculum):
-        world = WorldConfig(seed=cfg.seed + 101 + i, kinds=stage.kinds)
-        rows = sft_records(list(generate(stage.steps * cfg.batch_size, world, prefix=f"stage{i}")))[0]
+        drawn = WorldConfig(seed=cfg.seed + 101 + i, kinds=stage.kinds)
+        rows = sft_records(list(generate(stage.steps * cfg.batch_size, drawn, prefix=f"stage{i}")))[0]
         data = write_records(rows, SFTRecord, work / f"stage{i}.parquet")
         job = _job(
             cfg,
