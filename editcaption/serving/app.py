@@ -5,7 +5,9 @@
 engine request rows (the same prompts and parsers as synthesis) and awaits the `Captioner`
 deployment, which batches rows from concurrent requests into one engine call. `score: true` sends
 the candidates to the `Scorer` deployment, or to the captioner's engine when no scorer is configured.
-Every refusal is a 4xx with a reason; a full queue is a 503 with `Retry-After`.
+Every refusal is a 4xx with a reason; a full queue is a 503 with `Retry-After`. Wrong keys are
+throttled per key prefix and client address (429), each key has per-minute request and token quotas
+(429), and every auth or quota refusal is logged as one JSON line and counted in `/metrics`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import math
+import sys
 import time
 import uuid
 from typing import Any
@@ -31,6 +35,8 @@ from editcaption.engines.base import EngineRequest, EngineResult, SamplingSettin
 from editcaption.engines.vllm_engine import VLLMEngine
 from editcaption.images import ImagePolicy, ImageRejected, check_pair, decode_image
 from editcaption.prompts.instruction import PROMPT_VERSION
+from editcaption.proxies import client_address, parse_networks
+from editcaption.redaction import redact_text
 from editcaption.serving.config import EngineDeploymentConfig, ServeConfig
 from editcaption.serving.engine_deployment import ENGINE_REJECTED, EngineServer
 from editcaption.serving.schemas import (
@@ -46,7 +52,7 @@ from editcaption.serving.schemas import (
     ModelCard,
     ModelList,
 )
-from editcaption.serving.security import KeyChecker, RequestRefused, fetch_image
+from editcaption.serving.security import KeyChecker, KeyQuotas, RequestRefused, fetch_image, key_id
 from editcaption.synthesis.job import caption_expand, make_candidate, score_expand, score_merge
 
 api = FastAPI(
@@ -69,6 +75,26 @@ LATENCY = Histogram(
 CANDIDATES = Counter(
     "editcaption_candidates", "Instructions written, by parse outcome", ["parsed"], registry=REGISTRY
 )
+AUTH_REFUSALS = Counter(
+    "editcaption_auth_refusals",
+    "Requests refused by the API-key check: missing, malformed, invalid_key, throttled_address, "
+    "throttled_key_prefix",
+    ["reason"],
+    registry=REGISTRY,
+)
+QUOTA_REFUSALS = Counter(
+    "editcaption_quota_refusals",
+    "Requests refused by a key's quota, by key id and limit (requests or tokens)",
+    ["key", "limit"],
+    registry=REGISTRY,
+)
+KEY_REQUESTS = Counter(
+    "editcaption_key_requests", "Requests admitted, by API key id", ["key"], registry=REGISTRY
+)
+KEY_TOKENS = Counter(
+    "editcaption_generated_tokens", "Tokens generated for each API key id", ["key"], registry=REGISTRY
+)
+SECURITY_LOG = "editcaption.serving.security"
 
 LENGTH_HINTS = {
     "short": "Keep it to one short sentence.",
@@ -89,8 +115,10 @@ async def _count(request: Request, call_next: Any) -> Response:
 
 
 @api.exception_handler(RequestRefused)
-async def _refused(_: Request, exc: RequestRefused) -> JSONResponse:
-    return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=exc.headers)
+async def _refused(request: Request, exc: RequestRefused) -> JSONResponse:
+    if exc.event:
+        _record_refusal(exc.event, request.url.path)
+    return JSONResponse({"detail": redact_text(exc.reason)}, status_code=exc.status, headers=exc.headers)
 
 
 def _openapi() -> dict[str, Any]:
@@ -143,6 +171,38 @@ def _metrics_text() -> bytes:
 def _count_candidates(candidates: list[dict[str, Any]]) -> None:
     for c in candidates:
         CANDIDATES.labels(str(c["parsed"]).lower()).inc()
+
+
+def _security_log() -> logging.Logger:
+    """JSON lines on stderr (Ray sends a replica's stderr to its log file and to the driver)."""
+    logger = logging.getLogger(SECURITY_LOG)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def _record_refusal(event: dict[str, Any], route: str) -> None:
+    """Log an auth or quota refusal as one JSON object and count it."""
+    if event["event"] == "quota_refused":
+        QUOTA_REFUSALS.labels(event["key_id"], event["limit"]).inc()
+    elif event["event"] == "auth_throttled":
+        AUTH_REFUSALS.labels(f"throttled_{event['scope']}").inc()
+    else:
+        AUTH_REFUSALS.labels(event["reason"]).inc()
+    line = {"ts": round(time.time(), 3), **event, "route": route if route in _ROUTES else "other"}
+    _security_log().warning(redact_text(json.dumps(line, sort_keys=True)))
+
+
+def _count_key_request(digest: str) -> None:
+    KEY_REQUESTS.labels(key_id(digest)).inc()
+
+
+def _count_tokens(digest: str, tokens: int) -> None:
+    KEY_TOKENS.labels(key_id(digest)).inc(tokens)
 
 
 def _content_type(request: Request, accepted: tuple[str, ...]) -> str:
@@ -242,7 +302,26 @@ class CaptionerAPI:
         self.scorer = scorer or captioner
         self.scorer_id = config.scorer.engine.model if config.scorer else config.served_model_id()
         self.keys = KeyChecker(config.auth)
+        self.quotas = KeyQuotas(config.quotas, self.keys.digests)
+        self.proxies = parse_networks(config.trusted_proxies)
         self.created = int(time.time())
+
+    def _authorize(self, request: Request) -> str | None:
+        """The caller's key digest (None when auth is off) once its key and quota allow the request."""
+        peer = request.client.host if request.client else None
+        address = client_address(peer, request.headers.getlist("x-forwarded-for"), self.proxies)
+        digest = self.keys.check(request.headers.get("authorization"), address)
+        if digest is not None:
+            self.quotas.admit(digest, address)
+            _count_key_request(digest)
+        return digest
+
+    def _charge(self, digest: str | None, results: list[EngineResult]) -> None:
+        """Count a served request's generated tokens against its key's quota."""
+        tokens = sum(r.num_output_tokens for r in results)
+        if digest is not None and tokens:
+            self.quotas.charge(digest, tokens)
+            _count_tokens(digest, tokens)
 
     # ------------------------------------------------------------------ operations
 
@@ -268,7 +347,7 @@ class CaptionerAPI:
 
     @api.get("/v1/models", response_model=ModelList, openapi_extra={"security": BEARER})
     async def models(self, request: Request) -> ModelList:
-        self.keys.check(request.headers.get("authorization"))
+        self._authorize(request)
         return ModelList(data=[ModelCard(id=self.config.served_model_id(), created=self.created)])
 
     # ------------------------------------------------------------------ instructions
@@ -278,7 +357,7 @@ class CaptionerAPI:
         """Instruction candidates for a (source, target) pair: multipart files, base64 JSON, or URLs."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.config.request_timeout_s
-        self.keys.check(request.headers.get("authorization"))
+        digest = self._authorize(request)
         kind = _content_type(request, ("application/json", "multipart/form-data"))
         body = await self._read_body(request)
         if kind == "application/json":
@@ -299,6 +378,7 @@ class CaptionerAPI:
         for r in requests:
             _add_style(r, options)
         results = await self._answer(self.captioner, requests, deadline)
+        self._charge(digest, results)
         candidates = [make_candidate(request_id, result, self.config.served_model_id()) for result in results]
         _count_candidates(candidates)
         captioned = time.perf_counter()
@@ -309,6 +389,7 @@ class CaptionerAPI:
             scored_row = {**row, "candidates": json.dumps(candidates)}
             score_requests = score_expand(scored_row, self.config.editscore)
             score_results = await self._answer(self.scorer, score_requests, deadline)
+            self._charge(digest, score_results)
             merged = score_merge(scored_row, score_results, self.config.editscore, self.scorer_id)
             scores = {s["candidate_id"]: s for s in json.loads(merged["scores"])}
             score_s = time.perf_counter() - captioned
@@ -383,7 +464,7 @@ class CaptionerAPI:
     async def chat_completions(self, request: Request) -> ChatCompletion:
         """OpenAI chat completions with up to two `image_url` parts (data URLs; http(s) when enabled)."""
         deadline = time.monotonic() + self.config.request_timeout_s
-        self.keys.check(request.headers.get("authorization"))
+        digest = self._authorize(request)
         _content_type(request, ("application/json",))
         chat = _validated(ChatRequest, _json(await self._read_body(request)))
         limits = self.config.limits
@@ -404,6 +485,7 @@ class CaptionerAPI:
             for i in range(chat.n)
         ]
         results = await self._answer(self.captioner, requests, deadline)
+        self._charge(digest, results)
         choices = [
             ChatChoice(
                 index=i,

@@ -92,6 +92,10 @@ def run_config(schema: Any, address: str | None = None) -> None:
 
     from editcaption.ray_setup import init_ray
 
+    # Ray Serve's proxy runs uvicorn, which by default believes X-Forwarded-For from loopback peers;
+    # client addresses are decided by the app's `trusted_proxies` instead (set before Ray starts, which
+    # passes this environment to the proxy of a Ray we start; a cluster's nodes need it set themselves).
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     init_ray(address)
     # After Ray starts: its core worker installs a SIGTERM handler that kills the process on the spot.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` below runs on `kill` too

@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from editcaption.engines.vllm_engine import VLLMEngineConfig
 from editcaption.images import ImagePolicy
+from editcaption.proxies import parse_networks
 from editcaption.synthesis.editscore import EditScoreConfig
 
 MODEL_ENV = "EDITCAPTION_SERVE_MODEL"
@@ -45,6 +46,23 @@ class EngineDeploymentConfig(BaseModel):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
 
 
+class KeyThrottleConfig(BaseModel):
+    """Wrong API keys: too many within `window_s` from one key prefix or one client address, and every
+    request with a key from there gets 429 with `Retry-After` (the key is not even checked) until the
+    oldest of those failures is `window_s` old. A right key clears its prefix's failures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_failures_per_key_prefix: int = Field(
+        5, ge=1, description="Wrong keys starting with the same `key_prefix_chars` characters."
+    )
+    max_failures_per_address: int = Field(20, ge=1, description="Wrong keys from one client address.")
+    window_s: float = Field(900.0, gt=0, description="How long a failure counts (and a lock lasts at most).")
+    key_prefix_chars: int = Field(
+        11, ge=1, description="Characters of a key that make its prefix (`ec-` and 8 random ones)."
+    )
+
+
 class AuthConfig(BaseModel):
     """API keys: `Authorization: Bearer <key>`; only sha256 hex digests of keys are stored."""
 
@@ -59,6 +77,43 @@ class AuthConfig(BaseModel):
     key_hashes_env: str = Field(
         "EDITCAPTION_API_KEY_HASHES", description="Environment variable with comma-separated digests."
     )
+    throttle: KeyThrottleConfig = Field(default_factory=KeyThrottleConfig)
+
+
+class KeyQuota(BaseModel):
+    """One key's own limits; an unset field takes the `quotas:` value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0)
+
+
+class QuotaConfig(BaseModel):
+    """What one API key may ask for per minute (a sliding 60 s window); beyond it 429 with `Retry-After`.
+    Generated tokens are counted once a request is answered, so the request that crosses the limit
+    is served and the next one is refused. Counted per ingress replica."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int = Field(600, ge=0, description="Requests per key and minute; 0 = no limit.")
+    tokens_per_minute: int = Field(
+        120_000,
+        ge=0,
+        description="Generated tokens (captions, scores, chat) per key and minute; 0 = no limit.",
+    )
+    keys: dict[str, KeyQuota] = Field(
+        default_factory=dict,
+        description="Per-key limits by key id (the first 8+ hex characters of the key's sha256 digest).",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _key_ids(cls, keys: dict[str, KeyQuota]) -> dict[str, KeyQuota]:
+        bad = [k for k in keys if len(k) < 8 or len(k) > 64 or any(c not in "0123456789abcdef" for c in k)]
+        if bad:
+            raise ValueError(f"quota key ids must be 8-64 lower-case hex characters of a key digest: {bad}")
+        return keys
 
 
 class UrlFetchConfig(BaseModel):
@@ -121,7 +176,18 @@ class ServeConfig(BaseModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     url_fetch: UrlFetchConfig = Field(default_factory=UrlFetchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed; empty: the peer is the client.",
+    )
     request_timeout_s: float = Field(120.0, gt=0, description="A request still waiting after this gets 504.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        parse_networks(cidrs)
+        return cidrs
 
     @model_validator(mode="after")
     def _model_from_env(self) -> ServeConfig:
