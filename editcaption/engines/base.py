@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from editcaption.engines.families import FAMILY_NAMES, ModelFamily, family_of
 from editcaption.images import ImagePolicy, decode_image, fit_to_pixel_budget
+from editcaption.paths import ModelPath
 
 if TYPE_CHECKING:
     import ray.data
 
-RESULT_COLUMNS = ("text", "token_logprobs", "num_output_tokens", "error")
+RESULT_COLUMNS = ("text", "token_logprobs", "num_output_tokens", "error", "finish_reason", "reasoning")
 
 
 class EngineConfigBase(BaseModel):
@@ -33,12 +35,28 @@ class EngineConfigBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field(description="The model: a local path, object-store path or hub id, or the API's name.")
+    model: ModelPath = Field(description="The model: a local folder, object-store path or hub id.")
     replicas: int = Field(
         1, ge=1, description="Ray actors running the engine; Ray Data spreads batches over them."
     )
     max_pixels: int = Field(1_003_520, description="Each image is resized to at most this many pixels...")
     min_pixels: int = Field(3136, description="...and at least this many.")
+    family: str | None = Field(
+        None,
+        description="Model family whose chat-template, API and reply-format defaults apply "
+        f"(`engines/families.py`: {', '.join(FAMILY_NAMES)}); None picks it from the model id or path, "
+        "and a model no pattern matches gets none.",
+    )
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, name: str | None) -> str | None:
+        if name is not None:
+            family_of("", name)  # raises with the known names
+        return name
+
+    def model_family(self) -> ModelFamily:
+        return family_of(self.model, self.family)
 
 
 class SamplingSettings(BaseModel):
@@ -49,6 +67,7 @@ class SamplingSettings(BaseModel):
     max_tokens: int = Field(128, ge=1, description="Most new tokens to generate.")
     temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1, description="Sample from the k likeliest tokens; None: no limit.")
     seed: int | None = Field(None, description="Per-request seed, for reproducible sampling.")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
 
@@ -75,13 +94,20 @@ class EngineRequest(BaseModel):
 
 
 class EngineResult(BaseModel):
-    """The reply to one request; `error` is set (and `text` None) when it failed."""
+    """The reply to one request; `error` is set (and `text` None) when it failed.
+
+    `finish_reason` is `stop` when the model ended its reply and `length` when `max_tokens` cut it;
+    `reasoning` holds a reasoning block the engine split off (vLLM's reasoning parser, an API's
+    `reasoning_content`), so `text` is the answer part only.
+    """
 
     request_id: str
     text: str | None
     token_logprobs: list[float] | None = None
     num_output_tokens: int = 0
     error: str | None = None
+    finish_reason: str | None = None
+    reasoning: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> EngineResult:
@@ -92,6 +118,8 @@ class EngineResult(BaseModel):
             token_logprobs=None if logprobs is None else [float(x) for x in logprobs],
             num_output_tokens=int(row.get("num_output_tokens") or 0),
             error=row.get("error") or None,
+            finish_reason=row.get("finish_reason") or None,
+            reasoning=row.get("reasoning"),
         )
 
 
@@ -238,6 +266,8 @@ def result_row(
     token_logprobs: list[float] | None = None,
     num_output_tokens: int = 0,
     error: str | None = None,
+    finish_reason: str | None = None,
+    reasoning: str | None = None,
 ) -> dict[str, Any]:
     """The request row with the result columns added (same columns for success and failure)."""
     return {
@@ -246,4 +276,6 @@ def result_row(
         "token_logprobs": token_logprobs,
         "num_output_tokens": num_output_tokens,
         "error": error,
+        "finish_reason": finish_reason,
+        "reasoning": reasoning,
     }

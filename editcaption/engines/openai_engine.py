@@ -26,6 +26,7 @@ from editcaption.engines.base import (
     rows_to_batch,
     with_image_parts,
 )
+from editcaption.engines.families import merged
 from editcaption.images import encode_png
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class OpenAIEngineConfig(EngineConfigBase):
     """An OpenAI-compatible `/chat/completions` endpoint."""
 
     backend: Literal["openai"] = "openai"
+    model: str = Field(description="The model's name in the API (not a path: sent as `model`).")
     base_url: str = Field(description="Up to and including `/v1`, e.g. `http://127.0.0.1:8000/v1`.")
     api_key_env: str | None = Field(
         "OPENAI_API_KEY", description="Environment variable holding the API key; None sends no key."
@@ -48,6 +50,17 @@ class OpenAIEngineConfig(EngineConfigBase):
     timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout.")
     max_retries: int = Field(4, ge=0, description="Retries after the first attempt.")
     backoff_s: float = Field(1.0, ge=0, description="First retry waits about this long, doubling after.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra fields sent in every request body, e.g. GLM's `thinking: {type: disabled}` or a "
+        "vLLM server's `chat_template_kwargs`; merged over the model family's API defaults "
+        "(`engines/families.py`: GLM-4.5V gets `thinking: {type: enabled}`), and a key set to null drops "
+        "that default. Fields the client sets itself (model, messages, sampling) cannot be overridden.",
+    )
+
+    def body_extra(self) -> dict[str, Any]:
+        """The extra body fields in force: the family's API defaults, then this config's."""
+        return merged(self.model_family().api_extra_body, self.extra_body)
 
     def api_key(self) -> str | None:
         if self.api_key_env is None:
@@ -107,14 +120,25 @@ class OpenAIChatClient:
             return result_row(row, None, error=error)
         try:
             choice = reply["choices"][0]
-            text = choice["message"]["content"] or ""
+            message = choice["message"]
+            text = message.get("content") or ""
+            # GLM's API names the reasoning `reasoning_content`; vLLM 0.32's server names it `reasoning`.
+            reasoning = message.get("reasoning_content") or message.get("reasoning") or None
+            finish_reason = choice.get("finish_reason") or None
             logprobs = None
             if body.get("logprobs"):
                 logprobs = [float(t["logprob"]) for t in (choice.get("logprobs") or {}).get("content") or []]
             tokens = int((reply.get("usage") or {}).get("completion_tokens") or 0)
         except (KeyError, IndexError, TypeError, ValueError) as e:
             return result_row(row, None, error=f"unexpected reply from {cfg.base_url}: {e!r}")
-        return result_row(row, text, token_logprobs=logprobs, num_output_tokens=tokens)
+        return result_row(
+            row,
+            text,
+            token_logprobs=logprobs,
+            num_output_tokens=tokens,
+            finish_reason=finish_reason,
+            reasoning=reasoning,
+        )
 
     def body(self, row: dict[str, Any]) -> dict[str, Any]:
         """The chat request: our image parts become base64 PNG data URLs, in order."""
@@ -135,12 +159,15 @@ class OpenAIChatClient:
             wire.append({**m, "content": content})
         sampling = json.loads(row["sampling"])
         body: dict[str, Any] = {
+            **cfg.body_extra(),
             "model": cfg.model,
             "messages": wire,
             "max_tokens": sampling["max_tokens"],
             "temperature": sampling["temperature"],
             "top_p": sampling["top_p"],
         }
+        if sampling.get("top_k") is not None:
+            body["top_k"] = sampling["top_k"]  # not in OpenAI's API; vLLM's server takes it
         if sampling["seed"] is not None:
             body["seed"] = sampling["seed"]
         if sampling["logprobs"]:

@@ -16,6 +16,7 @@ from editcaption.engines.base import (
     rows_to_batch,
     with_image_parts,
 )
+from editcaption.engines.families import merged
 
 if TYPE_CHECKING:
     import ray.data
@@ -30,6 +31,16 @@ class TransformersEngineConfig(EngineConfigBase):
     batch_size: int = Field(4, ge=1, description="Requests per Ray Data batch (generated one by one).")
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves.")
     gpus_per_replica: float = Field(0.0, ge=0)
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments for the model's chat template (`apply_chat_template`), e.g. "
+        "`{enable_thinking: false}`; merged over the model family's defaults (`engines/families.py`), "
+        "and a key set to null drops that default.",
+    )
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """The chat-template arguments in force: the family's defaults, then this config's."""
+        return merged(self.model_family().chat_template_kwargs, self.chat_template_kwargs)
 
 
 class TransformersPredictor:
@@ -63,7 +74,9 @@ class TransformersPredictor:
             images = request_images(row, cfg.max_pixels, cfg.min_pixels)
             messages = with_image_parts(json.loads(row["messages"]), len(images))
             sampling = json.loads(row["sampling"])
-            prompt = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt = self.processor.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **cfg.template_kwargs()
+            )
             inputs = self.processor(text=[prompt], images=images, return_tensors="pt").to(cfg.device)
             greedy = sampling["temperature"] == 0
             if sampling["seed"] is not None:
@@ -75,12 +88,14 @@ class TransformersPredictor:
                     do_sample=not greedy,
                     temperature=None if greedy else sampling["temperature"],
                     top_p=None if greedy else sampling["top_p"],
-                    top_k=None,
+                    top_k=None if greedy else sampling.get("top_k"),
                     output_scores=sampling["logprobs"],
                     return_dict_in_generate=True,
                 )
             new_tokens = out.sequences[0, inputs["input_ids"].shape[1] :]
             eos = set(_as_list(self.model.generation_config.eos_token_id))
+            # The model ended its reply if it wrote an end-of-sequence token; otherwise max_new_tokens cut it.
+            finish_reason = "stop" if any(int(t) in eos for t in new_tokens) else "length"
             while len(new_tokens) and int(new_tokens[-1]) in eos:
                 new_tokens = new_tokens[:-1]
             logprobs = None
@@ -90,7 +105,13 @@ class TransformersPredictor:
                     for score, tok in zip(out.scores, new_tokens, strict=False)
                 ]
             text = self.processor.decode(new_tokens, skip_special_tokens=True)
-            return result_row(row, text, token_logprobs=logprobs, num_output_tokens=len(new_tokens))
+            return result_row(
+                row,
+                text,
+                token_logprobs=logprobs,
+                num_output_tokens=len(new_tokens),
+                finish_reason=finish_reason,
+            )
         except Exception as e:
             return result_row(row, None, error=f"{type(e).__name__}: {e}")
 

