@@ -39,6 +39,12 @@ class EngineConfigBase(BaseModel):
     replicas: int = Field(
         1, ge=1, description="Ray actors running the engine; Ray Data spreads batches over them."
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each replica reserves besides its CPUs and GPUs, so engines run "
+        "only on nodes that offer them: e.g. {'gpu-1x': 1} with worker nodes started as `ray start "
+        "--resources '{\"gpu-1x\": 1}'` (a node type), or {'accelerator_type:H100': 0.001}.",
+    )
     max_pixels: int = Field(1_003_520, description="Each image is resized to at most this many pixels...")
     min_pixels: int = Field(3136, description="...and at least this many.")
     family: str | None = Field(
@@ -57,6 +63,10 @@ class EngineConfigBase(BaseModel):
 
     def model_family(self) -> ModelFamily:
         return family_of(self.model, self.family)
+
+    def ray_resources(self) -> dict[str, Any]:
+        """`resources=` for the replica's Ray actor, or nothing when no custom resource is asked for."""
+        return {"resources": dict(self.resources)} if self.resources else {}
 
 
 class SamplingSettings(BaseModel):

@@ -210,7 +210,7 @@ class OpenAIEngine(Engine):
         self.config = config
 
     def predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
-        return OpenAIChatClient, {"config": self.config}, {"num_cpus": 0.25}
+        return OpenAIChatClient, {"config": self.config}, {"num_cpus": 0.25, **self.config.ray_resources()}
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         from ray.data import ActorPoolStrategy
@@ -223,4 +223,5 @@ class OpenAIEngine(Engine):
             compute=ActorPoolStrategy(size=cfg.replicas),
             num_cpus=0.25,
             batch_format="pyarrow",
+            **cfg.ray_resources(),
         )

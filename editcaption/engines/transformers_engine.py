@@ -131,7 +131,7 @@ class TransformersEngine(Engine):
         return (
             TransformersPredictor,
             {"config": cfg},
-            {"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+            {"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica, **cfg.ray_resources()},
         )
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -144,6 +144,7 @@ class TransformersEngine(Engine):
             num_cpus=cfg.cpus_per_replica,
             num_gpus=cfg.gpus_per_replica,
             batch_format="pyarrow",
+            **cfg.ray_resources(),
         )
 
 

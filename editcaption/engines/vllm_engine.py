@@ -91,6 +91,8 @@ class VLLMEngineConfig(EngineConfigBase):
         from ray.data.llm import vLLMEngineProcessorConfig
 
         bundle = {"CPU": 1} if self.device == "cpu" else {"GPU": 1, "CPU": 1}
+        # A replica's custom resources are spread over its bundles, so every bundle lands on such a node.
+        bundle.update({k: v / self.tensor_parallel_size for k, v in self.resources.items()})
         return vLLMEngineProcessorConfig(
             model_source=self.model,
             engine_kwargs=self.engine_args(),
@@ -131,7 +133,7 @@ class VLLMEngine(Engine):
                 "num_gpus": cfg.tensor_parallel_size,
                 "runtime_env": {"env_vars": cfg.env_vars()},
             }
-        return VLLMPredictor, {"config": cfg}, resources
+        return VLLMPredictor, {"config": cfg}, {**resources, **cfg.ray_resources()}
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         from ray.data.llm import build_processor
