@@ -84,7 +84,7 @@ def test_reimport_adds_nothing(world: dict) -> None:
 
 
 def test_wrong_password_and_unknown_user_are_refused(world: dict) -> None:
-    with httpx.Client(base_url=world["base"]) as client:
+    with httpx.Client(base_url=world["base"], timeout=60) as client:  # argon2 at full cost, on busy CI cores
         page = client.get("/login").text
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         for name, password in (("alice", "not-her-password"), ("mallory", "whatever-pass")):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from editcaption.review.exports import judgments
 from editcaption.review.seed import seed_judgments
-from editcaption.review.store import NewItem, NotYours, Store, StoreError
+from editcaption.review.store import LoginLimits, NewItem, NotYours, Store, StoreError
 from editcaption.review.tasks import BadResult
 from editcaption.review.testing import local_postgres
 from editcaption.schema import Judgment
@@ -218,3 +221,56 @@ def test_import_from_review_queue(tmp_path: Path) -> None:
         }  # fmt: skip
         with pytest.raises(ValueError, match="no annotators"):
             import_tasks(store, queue, "judge", project="run", annotators=[])
+
+
+def test_audit_log_is_append_only(store_url: str, tmp_path: Path) -> None:
+    """Database triggers refuse to change or delete an audit entry, on SQLite and on PostgreSQL."""
+    with Store(store_url, hasher=CHEAP, audit_file=tmp_path / "audit.jsonl") as store:
+        store.add_user("ann", "ann-password", actor="admin")
+        store.record("export", actor="ann", target="judgment", rows=3, detail={"format": "jsonl"})
+        for statement in ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"):
+            with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+                conn.execute(text(statement))
+        entries = store.audit_entries()
+    assert [(e["action"], e["actor"], e["target"], e["rows"]) for e in entries] == [
+        ("user.add", "admin", "ann", None),
+        ("export", "ann", "judgment", 3),
+    ]
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["action"] for line in lines] == ["user.add", "export"]
+
+
+def test_login_lock_counts_failures_in_the_window_and_unlock_lifts_it(store_url: str) -> None:
+    limits = LoginLimits(max_failures_per_account=3, max_failures_per_address=5, window_s=600)
+    with Store(store_url, hasher=CHEAP) as store:
+        assert store.login_block("ann", "192.0.2.1", limits) is None
+        for _ in range(3):
+            store.record("login.failure", target="ann", address="192.0.2.1")
+        start = datetime.now(UTC)
+        block = store.login_block("ann", "192.0.2.9", limits, now=start)
+        assert block is not None and block.scope == "account" and 590 < block.retry_after_s <= 600
+        assert store.login_block("ann", "192.0.2.9", limits, now=start + timedelta(seconds=601)) is None
+        store.unlock("ann")
+        assert (
+            store.login_block("ann", "192.0.2.9", limits) is None
+        )  # failures before the unlock are forgotten
+        for name in ("bo", "cy"):
+            store.record("login.failure", target=name, address="192.0.2.1")
+        block = store.login_block("dee", "192.0.2.1", limits)  # 5 failures from this address, any name
+        assert block is not None and block.scope == "address"
+        store.unlock(address="192.0.2.1")
+        assert store.login_block("dee", "192.0.2.1", limits) is None
+
+
+def test_sessions_end_on_close_password_change_and_expiry(store_url: str) -> None:
+    with Store(store_url, hasher=CHEAP) as store:
+        uid = store.add_user("ann", "ann-password")
+        first, second = store.open_session(uid, 1), store.open_session(uid, 1)
+        assert first != second and store.session_user(first).name == "ann"
+        store.change_password(uid, "new-password", keep_session=first)
+        assert store.session_user(first) is not None and store.session_user(second) is None
+        store.close_session(first)
+        assert store.session_user(first) is None
+        expired = store.open_session(uid, -1)
+        assert store.session_user(expired) is None
+        assert store.authenticate("ann", "new-password") is not None

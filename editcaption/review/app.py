@@ -1,12 +1,17 @@
 """The review web app: server-rendered pages for login, the three task kinds, progress and admin.
 
-Every request carries a signed session cookie (itsdangerous) holding the user id and a CSRF token;
-every POST must send that token back (form field `csrf_token` or header `X-CSRF-Token`). Store calls
+Every request carries a signed session cookie (itsdangerous) holding a CSRF token and, once logged in,
+a session token whose row in the store says who it is (so logout and password changes end sessions on
+the server; each login issues a new token). Every POST must send the CSRF token back (form field
+`csrf_token` or header `X-CSRF-Token`). Failed logins are throttled per account and per client address
+(`LoginLimits`, 429 with `Retry-After`), and logins, logouts, password changes and exports go to the
+store's audit log with the client's address (`trusted_proxies` decides when X-Forwarded-For counts). Store calls
 are blocking, so handlers that touch the store are plain `def`s (FastAPI runs them in its thread
 pool). A request that asks for JSON (`Accept: application/json`) gets JSON answers and errors,
 anyone else gets pages; either way a bad request is a 4xx with the reason.
 """
 
+import math
 import secrets
 import tempfile
 from collections.abc import AsyncIterator
@@ -21,14 +26,16 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from editcaption.proxies import client_address, parse_networks
+from editcaption.redaction import redact_text
 from editcaption.review.exports import EXPORT_KINDS, export
 from editcaption.review.paths import UnsafePath, media_type, resolve_image
 from editcaption.review.stats import review_stats
-from editcaption.review.store import NotYours, Store, StoreError, UserInfo
+from editcaption.review.store import LoginBlock, LoginLimits, NotYours, Store, StoreError, UserInfo
 from editcaption.review.tasks import TASK_KINDS, BadResult
 from editcaption.schema import ERROR_TYPES, SEVERITIES, VERDICTS
 
@@ -45,16 +52,29 @@ _SECURITY_HEADERS = {
 class ReviewAppConfig(BaseModel):
     """How `editcaption review serve` runs the app."""
 
+    model_config = ConfigDict(extra="forbid")
+
     store: str = Field(description="SQLAlchemy URL: sqlite:///PATH (default kind) or postgresql+psycopg://…")
     data: Path | None = Field(
         default=None, description="Folder images may be served from; None serves only images stored per task."
     )
     session_hours: float = Field(default=12.0, gt=0, description="A login lasts this long.")
     secure_cookies: bool = Field(default=False, description="Mark cookies HTTPS-only (set behind TLS).")
+    login_limits: LoginLimits = Field(default_factory=LoginLimits, description="Failed-login throttling.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed; empty: the peer is the client.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        parse_networks(cidrs)
+        return cidrs
 
 
 class SessionMiddleware:
-    """Signed session cookie {"u": user id or None, "c": CSRF token} in `request.state.session`.
+    """Signed session cookie {"s": session token or None, "c": CSRF token} in `request.state.session`.
 
     A plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on the submission path): it
     reads the cookie before the app runs, and when the handler sets `request.state.session_changed`
@@ -81,7 +101,7 @@ class SessionMiddleware:
                 session = None
         state = scope.setdefault("state", {})
         fresh = not isinstance(session, dict) or "c" not in session
-        state["session"] = {"u": None, "c": secrets.token_urlsafe(32)} if fresh else session
+        state["session"] = {"s": None, "c": secrets.token_urlsafe(32)} if fresh else session
         state["session_changed"] = fresh
 
         async def send_with_cookie(message: Any) -> None:
@@ -106,6 +126,7 @@ class HTTPError(Exception):
 
 def create_app(config: ReviewAppConfig) -> FastAPI:
     store = Store(config.store)
+    proxies = parse_networks(config.trusted_proxies)
     signer = URLSafeTimedSerializer(store.secret(), salt="editcaption-review-session")
     max_age = int(config.session_hours * 3600)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
@@ -128,6 +149,7 @@ def create_app(config: ReviewAppConfig) -> FastAPI:
         return "application/json" in request.headers.get("accept", "")
 
     def refuse(request: Request, status: int, reason: str) -> Response:
+        reason = redact_text(reason)
         if wants_json(request):
             return JSONResponse({"error": reason}, status_code=status)
         return templates.TemplateResponse(
@@ -162,11 +184,52 @@ def create_app(config: ReviewAppConfig) -> FastAPI:
         return refuse(request, 400, str(exc))
 
     def user(request: Request) -> UserInfo:
-        uid = request.state.session.get("u")
-        found = store.user(uid) if isinstance(uid, int) else None
+        token = request.state.session.get("s")
+        found = store.session_user(token) if isinstance(token, str) else None
         if found is None:
             raise HTTPError(401, "log in first")
         return found
+
+    def address(request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.getlist("x-forwarded-for"), proxies)
+
+    def start_session(request: Request, user_id: int) -> str:
+        """A new session token and CSRF token in the cookie (the old token, if any, ends)."""
+        token = store.open_session(user_id, config.session_hours, replaces=request.state.session.get("s"))
+        request.state.session = {"s": token, "c": secrets.token_urlsafe(32)}
+        request.state.session_changed = True
+        return request.state.session["c"]
+
+    def refused_login(
+        request: Request, name: str, where: str, block: LoginBlock, template: str, me: UserInfo | None
+    ) -> Response:
+        wait = math.ceil(block.retry_after_s)
+        store.record(
+            "login.refused",
+            actor="anonymous" if me is None else me.name,
+            target=name,
+            address=where,
+            detail={"scope": block.scope, "retry_after_s": wait},
+        )
+        whose = "for this account" if block.scope == "account" else "from your address"
+        reason = f"Too many failed logins {whose}; try again in {wait} s."
+        return form_error(request, template, me, 429, reason, {"Retry-After": str(wait)})
+
+    def form_error(
+        request: Request,
+        template: str,
+        me: UserInfo | None,
+        status: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        if wants_json(request):
+            return JSONResponse({"error": reason}, status_code=status, headers=headers)
+        response = page(request, template, me, error=reason)
+        response.status_code = status
+        response.headers.update(headers or {})
+        return response
 
     def admin(me: Annotated[UserInfo, Depends(user)]) -> UserInfo:
         if not me.is_admin:
@@ -207,22 +270,63 @@ def create_app(config: ReviewAppConfig) -> FastAPI:
         name: Annotated[str, Form(max_length=64)],
         password: Annotated[str, Form(max_length=1024)],
     ) -> Response:
+        where = address(request)
+        block = store.login_block(name, where, config.login_limits)
+        if block is not None:  # refused before the password is checked, right or wrong
+            return refused_login(request, name, where, block, "login.html", None)
         found = store.authenticate(name, password)
         if found is None:
-            if wants_json(request):
-                return JSONResponse({"error": "wrong name or password"}, status_code=401)
-            response = page(request, "login.html", None, error="Wrong name or password.")
-            response.status_code = 401
-            return response
-        request.state.session = {"u": found.id, "c": secrets.token_urlsafe(32)}
-        request.state.session_changed = True
-        return go(request, "/", csrf_token=request.state.session["c"])
+            store.record("login.failure", actor="anonymous", target=name, address=where)
+            return form_error(request, "login.html", None, 401, "Wrong name or password.")
+        csrf_token = start_session(request, found.id)
+        store.record("login.success", actor=found.name, target=found.name, address=where)
+        return go(request, "/", csrf_token=csrf_token)
 
     @app.post("/logout", dependencies=[Csrf])
     def logout(request: Request) -> Response:
-        request.state.session = {"u": None, "c": secrets.token_urlsafe(32)}
+        token = request.state.session.get("s")
+        me = store.session_user(token) if isinstance(token, str) else None
+        if isinstance(token, str):
+            store.close_session(token)
+        if me is not None:
+            store.record("logout", actor=me.name, target=me.name, address=address(request))
+        request.state.session = {"s": None, "c": secrets.token_urlsafe(32)}
         request.state.session_changed = True
         return go(request, "/login")
+
+    @app.get("/password", response_class=HTMLResponse)
+    def password_page(request: Request, me: Me) -> HTMLResponse:
+        return page(request, "password.html", me, error=None)
+
+    @app.post("/password", dependencies=[Csrf])
+    def change_password(
+        request: Request,
+        me: Me,
+        current: Annotated[str, Form(max_length=1024)],
+        new: Annotated[str, Form(max_length=1024)],
+        repeat: Annotated[str, Form(max_length=1024)],
+    ) -> Response:
+        """A new password; every other session of the account ends, this one gets a new token."""
+        where = address(request)
+        block = store.login_block(me.name, where, config.login_limits)
+        if block is not None:
+            return refused_login(request, me.name, where, block, "password.html", me)
+        if store.authenticate(me.name, current) is None:
+            store.record(
+                "login.failure", actor=me.name, target=me.name, address=where, detail={"route": "/password"}
+            )
+            return form_error(request, "password.html", me, 403, "The current password is wrong.")
+        if new != repeat:
+            return form_error(request, "password.html", me, 422, "The two new passwords differ.")
+        try:
+            store.change_password(me.id, new, keep_session=request.state.session["s"])
+        except StoreError as exc:
+            return form_error(request, "password.html", me, 422, str(exc))
+        csrf_token = start_session(request, me.id)
+        store.record("password.change", actor=me.name, target=me.name, address=where)
+        return go(
+            request, "/?message=Password+changed;+your+other+sessions+have+ended", csrf_token=csrf_token
+        )
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request, me: Me, message: str | None = None) -> HTMLResponse:
@@ -339,7 +443,7 @@ def create_app(config: ReviewAppConfig) -> FastAPI:
         return review_stats(store)
 
     @app.get("/admin/export")
-    def admin_export(me: Admin, kind: str, format: str = "parquet") -> Response:
+    def admin_export(request: Request, me: Admin, kind: str, format: str = "parquet") -> Response:
         if kind not in EXPORT_KINDS:
             raise HTTPError(422, f"kind must be one of {', '.join(EXPORT_KINDS)}")
         if format not in ("parquet", "jsonl"):
@@ -347,7 +451,7 @@ def create_app(config: ReviewAppConfig) -> FastAPI:
         folder = Path(tempfile.mkdtemp(prefix="editcaption-export-"))
         out = folder / f"{kind}.{format}"
         try:
-            export(config.store, kind, out, data_dir=config.data)  # type: ignore[arg-type]
+            export(config.store, kind, out, data_dir=config.data, actor=me.name, address=address(request))  # type: ignore[arg-type]
         except ValueError as exc:
             _remove(folder)
             raise HTTPError(409, str(exc)) from None

@@ -1,10 +1,13 @@
-"""`editcaption review …`: serve the app, manage accounts, import tasks, export answers, show statistics."""
+"""`editcaption review …`: serve the app, manage accounts, import tasks, export answers, show statistics
+and the audit log."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -36,7 +39,9 @@ DataOpt = Annotated[
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from editcaption.redaction import redact_text
+
+    typer.echo(f"error: {redact_text(message)}", err=True)
     raise typer.Exit(2)
 
 
@@ -49,16 +54,50 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     secure_cookies: Annotated[bool, typer.Option(help="HTTPS-only cookies; set when behind TLS.")] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="CIDR of a reverse proxy whose X-Forwarded-For is believed (repeat for several); "
+            "without one the TCP peer is the client.",
+        ),
+    ] = None,
+    max_failures_per_account: Annotated[
+        int, typer.Option(help="Failed logins for one account within the window before it is locked.")
+    ] = 5,
+    max_failures_per_address: Annotated[
+        int, typer.Option(help="Failed logins from one client address within the window before it is locked.")
+    ] = 20,
+    login_window_s: Annotated[
+        float, typer.Option(help="Seconds a failed login counts; a lock ends at most this long after.")
+    ] = 900.0,
 ) -> None:
     """Start the review web app."""
     import uvicorn
+    from pydantic import ValidationError
 
     from editcaption.review.app import ReviewAppConfig, create_app
+    from editcaption.review.store import LoginLimits, StoreError
 
     if data is not None and not data.is_dir():
         _fail(f"--data {data} is not a folder")
-    config = ReviewAppConfig(store=store, data=data, secure_cookies=secure_cookies)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+    try:
+        config = ReviewAppConfig(
+            store=store,
+            data=data,
+            secure_cookies=secure_cookies,
+            trusted_proxies=trusted_proxy or [],
+            login_limits=LoginLimits(
+                max_failures_per_account=max_failures_per_account,
+                max_failures_per_address=max_failures_per_address,
+                window_s=login_window_s,
+            ),
+        )
+        application = create_app(config)
+    except (ValidationError, StoreError) as exc:
+        _fail(str(exc))
+    # Client addresses come from --trusted-proxy alone: uvicorn must not rewrite them from the header.
+    uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=False)
 
 
 @user_app.command("add")
@@ -87,7 +126,31 @@ def user_add(
             s.add_user(name, password, admin=admin, replace=replace)
     except StoreError as exc:
         _fail(str(exc))
-    typer.echo(f"{'admin' if admin else 'annotator'} {name} ready")
+    ended = " (its sessions have ended)" if replace else ""
+    typer.echo(f"{'admin' if admin else 'annotator'} {name} ready{ended}")
+
+
+@user_app.command("unlock")
+def user_unlock(
+    name: Annotated[str | None, typer.Argument(help="Account whose failed logins are forgotten.")] = None,
+    store: StoreOpt = DEFAULT_STORE,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Also (or only) lift the lock of this client address.")
+    ] = None,
+) -> None:
+    """Lift a login lock before it ends on its own (failed logins before now stop counting)."""
+    from editcaption.review.store import Store, StoreError, check_name
+
+    if not name and not address:
+        _fail("name an account, or give --address")
+    try:
+        if name:
+            check_name(name)
+        with Store(store, create=False) as s:
+            s.unlock(name, address)
+    except StoreError as exc:
+        _fail(str(exc))
+    typer.echo(f"unlocked {' and '.join(x for x in (name, address and f'address {address}') if x)}")
 
 
 @user_app.command("list")
@@ -187,6 +250,66 @@ def export_cmd(
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(f"{summary.rows} {kind} rows → {summary.path}; left out {summary.skipped or 'none'}")
+
+
+@app.command("audit")
+def audit_cmd(
+    store: StoreOpt = DEFAULT_STORE,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="From this time: ISO 8601 (UTC unless it says otherwise) or an age like 30m, 12h, 7d."
+        ),
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only actions starting with this (e.g. login, user., export).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the latest N entries.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line instead of a table.")
+    ] = False,
+) -> None:
+    """The audit log: logins (with the client address), account administration, imports and exports."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from editcaption.review.store import Store, StoreError
+
+    try:
+        start = parse_since(since) if since else None
+        with Store(store, create=False) as s:
+            entries = s.audit_entries(start, action, limit)
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        for e in entries:
+            typer.echo(json.dumps({**e, "at": e["at"].isoformat()}, sort_keys=True))
+        return
+    table = Table("at (UTC)", "action", "actor", "target", "address", "rows", "detail", title="Audit log")
+    for e in entries:
+        table.add_row(
+            e["at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            e["action"],
+            e["actor"] or "",
+            e["target"] or "",
+            e["address"] or "",
+            "" if e["rows"] is None else str(e["rows"]),
+            json.dumps(e["detail"], sort_keys=True) if e["detail"] else "",
+        )
+    Console(width=max(160, Console().width)).print(table)
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`--since`: an ISO 8601 time (naive means UTC) or an age: a number and s, m, h or d."""
+    age = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if age:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[age[2]]
+        return (now or datetime.now(UTC)) - timedelta(**{unit: float(age[1])})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: give an ISO 8601 time or an age like 30m, 12h, 7d") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @app.command("stats")

@@ -97,8 +97,11 @@ def export(
     out: str | Path,
     data_dir: str | Path | None = None,
     project: str | None = None,
+    actor: str | None = None,
+    address: str | None = None,
 ) -> ExportSummary:
-    """Write one kind of answers to `out`: `.parquet` or `.jsonl`.
+    """Write one kind of answers to `out`: `.parquet` or `.jsonl`; the store's audit log records who
+    (`actor`, default the local account; `address` for the web app) exported how many rows.
 
     SFT Parquet is TRL's format (`images` + `messages`, via `write_trl_parquet`); the other Parquet
     files use the contract's Arrow schema. JSONL rows are the contract fields, images as base64.
@@ -124,6 +127,14 @@ def export(
         else:
             model = {"sft": SFTRecord, "preference": PreferencePair, "judgment": Judgment}[kind]
             rows = _write(records, model, out)
+        store.record(
+            "export",
+            actor=actor,
+            target=kind,
+            address=address,
+            rows=rows,
+            detail={"format": out.suffix[1:], "project": project, "file": out.name, "skipped": dict(skipped)},
+        )
     return ExportSummary(kind=kind, path=str(out), rows=rows, skipped=dict(skipped))
 
 

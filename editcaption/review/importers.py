@@ -48,8 +48,10 @@ def import_tasks(
     model: str | None = None,
     data_dir: str | Path | None = None,
     limit: int | None = None,
+    actor: str | None = None,
 ) -> ImportSummary:
-    """Add `kind` tasks from `source` to the store and give each to `assign` of `annotators`."""
+    """Add `kind` tasks from `source` to the store and give each to `assign` of `annotators`; the
+    store's audit log records who (`actor`, default the local account) imported how many items."""
     if kind not in TASK_KINDS:
         raise ValueError(f"unknown task kind {kind!r}; kinds: {', '.join(TASK_KINDS)}")
     if not annotators:
@@ -67,6 +69,19 @@ def import_tasks(
         summary.new_items += added
     summary.items = len(ids)
     summary.assignments = store.assign(ids, annotators, assign) if ids else 0
+    store.record(
+        "import",
+        actor=actor,
+        target=project,
+        rows=summary.items,
+        detail={
+            "kind": kind,
+            "source": str(source),
+            "new_items": summary.new_items,
+            "assignments": summary.assignments,
+            "skipped": dict(summary.skipped),
+        },
+    )
     return summary
 
 

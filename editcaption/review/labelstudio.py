@@ -65,9 +65,14 @@ def labeling_config(kind: str) -> str:
 
 
 def export_labelstudio(
-    store: Store, kind: str, out: str | Path, project: str | None = None, data_dir: str | Path | None = None
+    store: Store,
+    kind: str,
+    out: str | Path,
+    project: str | None = None,
+    data_dir: str | Path | None = None,
+    actor: str | None = None,
 ) -> int:
-    """Write `config.xml` and `tasks.json` for every `kind` item; returns the number of tasks."""
+    """Write `config.xml` and `tasks.json` for every `kind` item (an audited export); the number of tasks."""
     config = labeling_config(kind)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,11 +95,19 @@ def export_labelstudio(
         )
     (out / "config.xml").write_text(config, encoding="utf-8")
     (out / "tasks.json").write_text(json.dumps(tasks), encoding="utf-8")
+    store.record(
+        "labelstudio.export",
+        actor=actor,
+        target=kind,
+        rows=len(tasks),
+        detail={"project": project, "out": str(out)},
+    )
     return len(tasks)
 
 
-def import_labelstudio(store: Store, path: str | Path) -> dict[str, Any]:
-    """Store every annotation in a Label Studio JSON export; {"stored": n, "skipped": {reason: n}}."""
+def import_labelstudio(store: Store, path: str | Path, actor: str | None = None) -> dict[str, Any]:
+    """Store every annotation in a Label Studio JSON export (an audited import); {"stored": n,
+    "skipped": {reason: n}}."""
     try:
         tasks = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -113,7 +126,7 @@ def import_labelstudio(store: Store, path: str | Path) -> dict[str, Any]:
                 skipped["cancelled"] += 1
                 continue
             answer = _answer(annotation.get("result") or [])
-            uid = store.ensure_user(_annotator(annotation.get("completed_by")))
+            uid = store.ensure_user(_annotator(annotation.get("completed_by")), actor=actor)
             try:
                 aid = store.assign_to(item_id, uid)
                 store.submit(uid, aid, answer)
@@ -121,6 +134,9 @@ def import_labelstudio(store: Store, path: str | Path) -> dict[str, Any]:
                 skipped[f"invalid: {exc}"] += 1
                 continue
             stored += 1
+    store.record(
+        "labelstudio.import", actor=actor, rows=stored, detail={"file": str(path), "skipped": dict(skipped)}
+    )
     return {"stored": stored, "skipped": dict(skipped)}
 
 

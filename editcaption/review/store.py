@@ -1,26 +1,40 @@
-"""The review store: users, items, per-annotator assignments and their answers, through SQLAlchemy 2.
+"""The review store: users, items, per-annotator assignments and their answers, login sessions and the
+audit log, through SQLAlchemy 2.
 
 SQLite (the default) runs in WAL mode with `synchronous=FULL` and a busy timeout, and every write
 takes the write lock up front (`BEGIN IMMEDIATE`), so concurrent annotators queue instead of failing
 and an acknowledged submission has reached the disk. PostgreSQL (`postgresql+psycopg://…`) serves
 teams. An answer lives on its assignment row: a submission is one small UPDATE, and undo puts the row
 back in the queue.
+
+Security state lives here too, so that every server process and the admin commands agree: a login
+session is a row (the cookie holds a random token, the table its sha256), so logging out or changing a
+password ends sessions on the server. The audit log is one append-only table (database triggers refuse
+UPDATE and DELETE), each entry also appended as a JSON line to the audit file; failed logins are
+counted from it, per account and per client address, to throttle password guessing.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import json
+import os
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import (
+    DDL,
     JSON,
     Boolean,
     DateTime,
@@ -33,21 +47,25 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
     inspect,
+    make_url,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from editcaption.redaction import redact_text
 from editcaption.review.tasks import TASK_KINDS, BadResult, validate_payload, validate_result
 
 _BATCH = 500  # items per insert transaction
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _HASHER = PasswordHasher()
+AUDIT_ENV = "EDITCAPTION_REVIEW_AUDIT_LOG"
 
 
 class Base(DeclarativeBase):
@@ -104,6 +122,66 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class LoginSession(Base):
+    """A logged-in browser: the sha256 of the random token its cookie carries."""
+
+    __tablename__ = "sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """Who did what, from where, to how many rows; rows are only ever inserted (see the triggers)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_target", "action", "target", "at"),
+        Index("ix_audit_address", "action", "address", "at"),
+        Index("ix_audit_at", "at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    target: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+_APPEND_ONLY = "audit_log is append-only"
+for _ddl in (
+    f"CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END",
+    f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END",
+):
+    event.listen(AuditEntry.__table__, "after_create", DDL(_ddl).execute_if(dialect="sqlite"))
+for _ddl in (
+    "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$",
+    "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+):
+    event.listen(AuditEntry.__table__, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))
+
+
+class LoginLimits(BaseModel):
+    """Password guessing: `max_failures_per_account` failed logins for one name, or
+    `max_failures_per_address` from one client address, within `window_s`, and every further login
+    there is refused (429 with `Retry-After`, the password not even checked) until the oldest of those
+    failures is `window_s` old. The lock ends on its own; `editcaption review user unlock` lifts it.
+    A successful login clears its account's count."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_failures_per_account: int = Field(5, ge=1, description="Failed logins for one account name.")
+    max_failures_per_address: int = Field(20, ge=1, description="Failed logins from one client address.")
+    window_s: float = Field(900.0, gt=0, description="How long a failure counts (and a lock lasts at most).")
+
+
 class NewItem(BaseModel):
     """An item to import; `key` tells items of the same pair apart (e.g. one judge item per model)."""
 
@@ -130,6 +208,14 @@ class UserInfo:
     id: int
     name: str
     is_admin: bool
+
+
+@dataclass(frozen=True)
+class LoginBlock:
+    """Why a login is refused without checking the password, and for how long."""
+
+    scope: str  # "account" or "address"
+    retry_after_s: float
 
 
 @dataclass(frozen=True)
@@ -182,19 +268,31 @@ def check_name(name: str) -> str:
 class Store:
     """All reads and writes of the review app; one instance per process, safe to share between threads."""
 
-    def __init__(self, url: str, *, create: bool = True, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        create: bool = True,
+        hasher: PasswordHasher | None = None,
+        audit_file: str | Path | None = None,
+    ) -> None:
         """`hasher` sets the argon2 cost of new passwords (default: argon2-cffi's recommended one);
-        verifying always uses the cost stored in each hash."""
+        verifying always uses the cost stored in each hash. `audit_file` receives every audit entry as
+        a JSON line; default: $EDITCAPTION_REVIEW_AUDIT_LOG, else `<name>.audit.jsonl` beside a SQLite
+        store's file, else none (the table alone)."""
         self.url = url
         self.hasher = hasher or _HASHER
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _make_engine(url)
+        self.audit_file = Path(audit_file) if audit_file else default_audit_file(url)
+        self._audit_lock = threading.Lock()
         self._last_added = 0
-        if create:
-            Base.metadata.create_all(self.engine)
-        elif not inspect(self.engine).has_table(Assignment.__tablename__):
+        if not create and not inspect(self.engine).has_table(Assignment.__tablename__):
             self.engine.dispose()
-            raise StoreError(f"no review store at {url}: create one with `editcaption review user add`")
+            raise StoreError(
+                f"no review store at {redact_text(url)}: create one with `editcaption review user add`"
+            )
+        Base.metadata.create_all(self.engine)  # also adds tables a store made by an older version lacks
 
     def close(self) -> None:
         self.engine.dispose()
@@ -241,33 +339,59 @@ class Store:
             return row.value
 
     # --- users ----------------------------------------------------------------------------------
-    def add_user(self, name: str, password: str, *, admin: bool = False, replace: bool = False) -> int:
-        """Create an account (or reset its password with `replace`); passwords are stored as argon2 hashes."""
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        *,
+        admin: bool = False,
+        replace: bool = False,
+        actor: str | None = None,
+    ) -> int:
+        """Create an account (or reset its password with `replace`, which ends all its sessions);
+        passwords are stored as argon2 hashes."""
         check_name(name)
-        if len(password) < 8:
-            raise StoreError("a password needs at least 8 characters")
+        _check_password(password)
         hashed = self.hasher.hash(password)
         with self._write() as s:
             user = s.scalar(select(User).where(User.name == name))
             if user is not None and not replace:
                 raise StoreError(f"user {name!r} exists already (use --replace to reset the password)")
+            action = "user.add" if user is None else "user.password_reset"
             if user is None:
                 user = User(name=name, created_at=_now())
                 s.add(user)
             user.password_hash, user.is_admin = hashed, admin
             s.flush()
-            return user.id
+            s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+            uid = user.id
+        self.record(action, actor=actor, target=name, detail={"admin": admin})
+        return uid
 
-    def ensure_user(self, name: str, *, admin: bool = False) -> int:
+    def ensure_user(self, name: str, *, admin: bool = False, actor: str | None = None) -> int:
         """An account with no usable password (it cannot log in) for imported or seeded answers."""
         check_name(name)
         with self._write() as s:
             user = s.scalar(select(User).where(User.name == name))
-            if user is None:
-                user = User(name=name, password_hash="!", is_admin=admin, created_at=_now())
-                s.add(user)
-                s.flush()
-            return user.id
+            if user is not None:
+                return user.id
+            user = User(name=name, password_hash="!", is_admin=admin, created_at=_now())
+            s.add(user)
+            s.flush()
+            uid = user.id
+        self.record("user.add", actor=actor, target=name, detail={"admin": admin, "can_log_in": False})
+        return uid
+
+    def change_password(self, user_id: int, password: str, *, keep_session: str | None = None) -> None:
+        """Set a new password and end every session of the user except `keep_session` (a token)."""
+        _check_password(password)
+        hashed = self.hasher.hash(password)
+        with self._write() as s:
+            s.execute(update(User).where(User.id == user_id).values(password_hash=hashed))
+            query = delete(LoginSession).where(LoginSession.user_id == user_id)
+            if keep_session is not None:
+                query = query.where(LoginSession.token_hash != _token_hash(keep_session))
+            s.execute(query)
 
     def authenticate(self, name: str, password: str) -> UserInfo | None:
         """The user if the password matches; None otherwise (unknown names cost a hash too)."""
@@ -279,6 +403,35 @@ class Store:
         except (VerificationError, InvalidHashError):
             return None
         return _info(user) if user is not None else None
+
+    # --- sessions -------------------------------------------------------------------------------
+    def open_session(self, user_id: int, hours: float, *, replaces: str | None = None) -> str:
+        """A new session token for the user (never the one the browser had: no fixation); `replaces`
+        (the browser's previous token) ends, and so do every user's expired sessions."""
+        token, now = secrets.token_urlsafe(32), _now()
+        with self._write() as s:
+            s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+            if replaces:
+                s.execute(delete(LoginSession).where(LoginSession.token_hash == _token_hash(replaces)))
+            s.add(
+                LoginSession(
+                    token_hash=_token_hash(token),
+                    user_id=user_id,
+                    created_at=now,
+                    expires_at=now + timedelta(hours=hours),
+                )
+            )
+        return token
+
+    def session_user(self, token: str) -> UserInfo | None:
+        """The user of a live session; None for an unknown, ended or expired token."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_SESSION_USER, {"token": _token_hash(token), "now": _now()}).first()
+        return UserInfo(id=row[0], name=row[1], is_admin=row[2]) if row is not None else None
+
+    def close_session(self, token: str) -> None:
+        with self._write() as s:
+            s.execute(delete(LoginSession).where(LoginSession.token_hash == _token_hash(token)))
 
     def user(self, user_id: int) -> UserInfo | None:
         with self.engine.connect() as conn:
@@ -295,6 +448,100 @@ class Store:
         if uid is None:
             raise StoreError(f"no user {name!r}; create it with `editcaption review user add {name}`")
         return uid
+
+    # --- audit log and login throttling -----------------------------------------------------------
+    def record(
+        self,
+        action: str,
+        *,
+        actor: str | None = None,
+        target: str | None = None,
+        address: str | None = None,
+        rows: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an audit entry (actor defaults to the local account running the command)."""
+        entry = {
+            "at": _now(),
+            "action": action,
+            "actor": actor or local_actor(),
+            "target": target,
+            "address": address,
+            "rows": rows,
+            "detail": json.loads(redact_text(json.dumps(detail))) if detail else None,
+        }
+        with self._write_conn() as conn:
+            entry["id"] = conn.execute(insert(AuditEntry).returning(AuditEntry.id), entry).scalar_one()
+        if self.audit_file is not None:
+            line = json.dumps({**entry, "at": entry["at"].isoformat()}, sort_keys=True) + "\n"
+            with self._audit_lock, self.audit_file.open("a", encoding="utf-8") as f:
+                f.write(line)
+
+    def audit_entries(
+        self, since: datetime | None = None, action: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit entries in the order they were written, optionally from `since` and of actions
+        starting with `action`; with `limit`, the latest ones."""
+        query = select(AuditEntry).order_by(AuditEntry.id.desc())
+        if since is not None:
+            query = query.where(AuditEntry.at >= since.astimezone(UTC))
+        if action:
+            query = query.where(AuditEntry.action.startswith(action, autoescape=True))
+        if limit:
+            query = query.limit(limit)
+        with self._read() as s:
+            entries = [
+                {
+                    "id": e.id,
+                    "at": _aware(e.at),
+                    "action": e.action,
+                    "actor": e.actor,
+                    "target": e.target,
+                    "address": e.address,
+                    "rows": e.rows,
+                    "detail": e.detail,
+                }
+                for e in s.scalars(query)
+            ]
+        return entries[::-1]
+
+    def login_block(
+        self, name: str, address: str | None, limits: LoginLimits, now: datetime | None = None
+    ) -> LoginBlock | None:
+        """Whether a login for `name` from `address` is refused unchecked, counted from the audit log:
+        failures within the window, after the latest success or unlock of the account (or unlock of
+        the address)."""
+        now = (now or _now()).astimezone(UTC)
+        window = timedelta(seconds=limits.window_s)
+        scopes = [("account", AuditEntry.target, name, limits.max_failures_per_account, _ACCOUNT_RESETS)]
+        if address:
+            scopes.append(
+                ("address", AuditEntry.address, address, limits.max_failures_per_address, _ADDRESS_RESETS)
+            )
+        with self.engine.connect() as conn:
+            for scope, column, value, limit, resets in scopes:
+                reset = conn.scalar(
+                    select(func.max(AuditEntry.at)).where(AuditEntry.action.in_(resets), column == value)
+                )
+                since = max(now - window, _aware(reset)) if reset is not None else now - window
+                failures = conn.scalars(
+                    select(AuditEntry.at)
+                    .where(AuditEntry.action == "login.failure", column == value, AuditEntry.at > since)
+                    .order_by(AuditEntry.at.desc())
+                    .limit(limit)
+                ).all()
+                if len(failures) == limit:
+                    wait = (_aware(failures[-1]) + window - now).total_seconds()
+                    if wait > 0:
+                        return LoginBlock(scope, wait)
+        return None
+
+    def unlock(self, name: str | None = None, address: str | None = None, actor: str | None = None) -> None:
+        """Lift the login lock of an account and/or a client address (an audit entry resets the count)."""
+        if name:
+            self.record("user.unlock", actor=actor, target=name)
+        if address:
+            self.record("address.unlock", actor=actor, address=address)
 
     # --- items and assignments ------------------------------------------------------------------
     def add_items(self, items: Iterable[NewItem]) -> tuple[list[int], int]:
@@ -619,6 +866,51 @@ _STORE_ANSWER = (
 )
 
 
+_SESSION_USER = (
+    select(User.id, User.name, User.is_admin)
+    .join(LoginSession, LoginSession.user_id == User.id)
+    .where(LoginSession.token_hash == bindparam("token"), LoginSession.expires_at > bindparam("now"))
+)
+_ACCOUNT_RESETS = ("login.success", "user.unlock")
+_ADDRESS_RESETS = ("address.unlock",)
+
+
+def default_audit_file(url: str) -> Path | None:
+    """$EDITCAPTION_REVIEW_AUDIT_LOG, else `<name>.audit.jsonl` beside a SQLite file, else None."""
+    if os.environ.get(AUDIT_ENV):
+        return Path(os.environ[AUDIT_ENV])
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        db = Path(parsed.database)
+        return db.with_name(f"{db.stem}.audit.jsonl")
+    return None
+
+
+def local_actor() -> str:
+    """Who runs an admin command on this machine: `cli:<login name>`."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise StoreError("a password needs at least 8 characters")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time we store is UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
@@ -640,7 +932,9 @@ def _make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql"):
         return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
-    raise StoreError(f"store URL {url!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+    raise StoreError(
+        f"store URL {redact_text(url)!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
+    )
 
 
 def _info(user: User) -> UserInfo:

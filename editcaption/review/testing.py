@@ -36,7 +36,14 @@ def running_app(config: ReviewAppConfig, timeout: float = 30.0) -> Iterator[str]
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            create_app(config),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,  # as `review serve`: client addresses come from config.trusted_proxies
+        )
     )
     thread = threading.Thread(target=server.run, name=f"review-app-{port}", daemon=True)
     thread.start()
