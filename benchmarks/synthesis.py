@@ -59,7 +59,8 @@ def job_config(
         "sampling": {"max_tokens": 24, "temperature": 0.7, "seed": 0},
         "annotator": {**ENGINE, "model": model, "cpu_threads_bind": annotator_cores},
         "scorer": {**ENGINE, "model": model, "cpu_threads_bind": scorer_cores},
-        "editscore": {"max_tokens": 24},
+        # the bare-engine baseline asks our own EditScore prompts greedily: the job must ask the same
+        "editscore": {"max_tokens": 24, "prompt": "editcaption", "temperature": 0.0},
         "pairs_per_batch": pairs_per_batch,
     }
 

@@ -22,6 +22,7 @@ CandidateOutcome = Literal[
     "below_threshold",  # the pair's best candidate, but it failed a threshold
     "not_best",  # scored, but another candidate of the pair scored higher
     "unscored",  # parsed, but none of its EditScore replies parsed
+    "truncated",  # the annotator's reply was cut by max_tokens (often inside its reasoning)
     "unparsed",  # the annotator's reply held no instruction
     "engine_error",  # the annotator call failed
 ]
@@ -103,6 +104,13 @@ class Candidate(Record):
     prompt_version: str
     parsed: bool
     error: str | None = Field(default=None, description="Why the engine returned no reply, if it did not.")
+    parse_error: str | None = Field(
+        default=None,
+        description="Why a reply held no instruction (`truncated`, `no_answer`, ... from prompts/answer.py).",
+    )
+    finish_reason: str | None = Field(
+        default=None, description="`stop` when the model ended its reply, `length` when max_tokens cut it."
+    )
     outcome: CandidateOutcome | None = Field(
         default=None, description="What filtering made of it; None until the pair is decided."
     )
@@ -120,6 +128,10 @@ class Score(Record):
     num_pass: int
     num_parsed: int = Field(description="Passes whose replies parsed; the means use only these.")
     raw_replies: list[str] = Field(default_factory=list)
+    reply_errors: list[str | None] = Field(
+        default_factory=list,
+        description="Per raw reply, why it did not parse (`truncated`, `no_json`, ...), None where it did.",
+    )
 
 
 class SFTRecord(Record):

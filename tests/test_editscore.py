@@ -102,9 +102,9 @@ FAILED = {
     "empty": ("", "no_json"),
     "whitespace": ("  \n ", "no_json"),
     "prose_only": ("I'd give it 20 out of 25 for success and 18 for preservation.", "no_json"),
-    "truncated": ('{"reasoning": "The edit changes the sky and', "no_json"),
+    "truncated": ('{"reasoning": "The edit changes the sky and', "missing_field"),  # json-repair closes it: no score
     "degenerate_repetition": ("{" * 20000, "no_json"),
-    "think_only": ('<think>maybe {"score": [20, 20]} is right', "no_json"),
+    "think_only": ('<think>maybe {"score": [20, 20]} is right', "truncated"),  # cut inside its reasoning
     "missing_score": ('{"reasoning": "Looks good."}', "missing_field"),
     "one_named_field": ('{"edit_success": 20}', "missing_field"),
     "three_scores": (_reply(20, "18, 15"), "wrong_count"),
@@ -199,8 +199,13 @@ def test_aggregate_rejects_mismatched_passes() -> None:
 
 
 def test_config_defaults_and_validation() -> None:
-    config = EditScoreConfig()
-    assert (config.score_range, config.num_pass, config.temperature, config.max_tokens) == (25, 1, 0.0, 256)
+    config = EditScoreConfig()  # EditScore's own protocol (editscore 0.2: Qwen3VL/Qwen25VL inference)
+    assert config.prompt == "upstream" and config.resize_to_source
+    assert (config.score_range, config.num_pass) == (25, 1)
+    assert (config.temperature, config.top_p, config.top_k, config.max_tokens) == (0.7, 0.9, 20, 512)
+    assert config.sampling(2).model_dump() == {
+        "max_tokens": 512, "temperature": 0.7, "top_p": 0.9, "top_k": 20, "seed": 2, "logprobs": False
+    }  # fmt: skip
     assert all(f.description for f in EditScoreConfig.model_fields.values())
     with pytest.raises(ValidationError):
         EditScoreConfig(num_pass=0)

@@ -151,7 +151,7 @@ FAILED = {
     "empty": ("  \n", "no_json"),
     "prose_only": ("Verdict: critical error. Overall 2/5, the direction is reversed.", "no_json"),
     "truncated": (_reply()[:60], "no_json"),
-    "think_only": ("<think>" + _reply() + " hmm, let me reconsider", "no_json"),
+    "think_only": ("<think>" + _reply() + " hmm, let me reconsider", "truncated"),  # cut inside its reasoning
     "no_judgment_keys": ('{"reasoning": "The edit looks fine."}', "missing_field"),
     "missing_verdict": (_reply(verdict=...), "missing_field"),
     "missing_overall": (_reply(overall=...), "missing_field"),

@@ -59,7 +59,7 @@ def test_score_requests_and_replies_line_up_across_passes():
         ],
         model="annotator",
     )
-    cfg = EditScoreConfig(num_pass=2)
+    cfg = EditScoreConfig(num_pass=2, resize_to_source=False)  # the pair's bytes are not images
     requests = score_expand(row, cfg)
     assert [r.request_id for r in requests] == [
         "p1:0:sc0",

@@ -242,7 +242,7 @@ def flip_merge(row: dict[str, Any], results: list[EngineResult], lang: str = "en
         reason, mirrored = item.reason, None
         if item.applicable:
             result = next(answers)
-            mirrored = parse_instruction(result.text) if result.error is None else None
+            mirrored = parse_instruction(result) if result.error is None else None
             if result.error is not None:
                 reason = f"engine error on the mirrored pair: {result.error}"
             else:

@@ -64,6 +64,10 @@ class EngineConfigBase(BaseModel):
     def model_family(self) -> ModelFamily:
         return family_of(self.model, self.family)
 
+    def reasons(self) -> bool:
+        """Whether replies start with a reasoning block under this config."""
+        return self.model_family().reasons()
+
     def ray_resources(self) -> dict[str, Any]:
         """`resources=` for the replica's Ray actor, or nothing when no custom resource is asked for."""
         return {"resources": dict(self.resources)} if self.resources else {}

@@ -62,6 +62,13 @@ class OpenAIEngineConfig(EngineConfigBase):
         """The extra body fields in force: the family's API defaults, then this config's."""
         return merged(self.model_family().api_extra_body, self.extra_body)
 
+    def reasons(self) -> bool:
+        """GLM's API switches reasoning with `thinking`; a vLLM server with `chat_template_kwargs`."""
+        extra = self.body_extra()
+        if (extra.get("thinking") or {}).get("type") == "disabled":
+            return False
+        return self.model_family().reasons(extra.get("chat_template_kwargs"))
+
     def api_key(self) -> str | None:
         if self.api_key_env is None:
             return None

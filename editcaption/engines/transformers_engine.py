@@ -42,6 +42,9 @@ class TransformersEngineConfig(EngineConfigBase):
         """The chat-template arguments in force: the family's defaults, then this config's."""
         return merged(self.model_family().chat_template_kwargs, self.chat_template_kwargs)
 
+    def reasons(self) -> bool:
+        return self.model_family().reasons(self.template_kwargs())
+
 
 class TransformersPredictor:
     """A Ray Data callable class: loads the model once per actor, then answers batches."""

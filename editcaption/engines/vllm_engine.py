@@ -80,6 +80,9 @@ class VLLMEngineConfig(EngineConfigBase):
         """The chat-template arguments in force: the family's defaults, then this config's."""
         return merged(self.model_family().chat_template_kwargs, self.chat_template_kwargs)
 
+    def reasons(self) -> bool:
+        return self.model_family().reasons(self.template_kwargs())
+
     def env_vars(self) -> dict[str, str]:
         env = {"TOKENIZERS_PARALLELISM": "false"}
         if self.device == "cpu":

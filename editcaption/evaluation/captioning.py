@@ -91,7 +91,7 @@ def caption_merge(
     if row["quarantine_reason"] is not None:
         return row
     result = results[0]
-    instruction = parse_instruction(result.text) if result.error is None else None
+    instruction = parse_instruction(result) if result.error is None else None
     entry: dict[str, Any] = {
         "instruction": instruction,
         "raw_text": result.text or "",
@@ -134,6 +134,6 @@ def _flip(
             "flip_verdict": "not_applicable",
             "flip_reason": f"engine error on the mirrored pair: {mirrored[0].error}",
         }
-    text = parse_instruction(mirrored[0].text)
+    text = parse_instruction(mirrored[0])
     verdict, reason = flip_verdict(instruction, text, lang)
     return {"flip_verdict": verdict, "flip_reason": reason, "mirrored_instruction": text}

@@ -116,7 +116,7 @@ def judge_merge(
         replies = []
         for p in range(cfg.num_pass):
             result = next(answers)
-            reply = parse_judgment(result.text) if result.error is None else None
+            reply = parse_judgment(result) if result.error is None else None
             replies.append(reply)
             passes.append(
                 {
@@ -145,7 +145,7 @@ def judge_merge(
         )
     for a, b in compared:
         ab, ba = (next(answers) for _ in range(2))
-        prefs = [parse_preference(r.text) if r.error is None else None for r in (ab, ba)]
+        prefs = [parse_preference(r) if r.error is None else None for r in (ab, ba)]
         ab_pref, ba_pref = (None if p is None else p.preferred for p in prefs)
         comparisons.append(
             {

@@ -1,27 +1,50 @@
-"""The EditScore protocol's two prompts and the parser for their replies.
+"""The EditScore protocol's two prompts, in two variants, and the parser for their replies.
 
 Semantic consistency (source + edited image + instruction) yields two scores: edit success and
 over-editing; perceptual quality (edited image alone) yields two: naturalness and artifacts. Both are
-integers on 0-`score_range`. The parser either returns exactly the two numbers the model wrote or a
-reason code; it never clamps, rounds or fills in a number, because a made-up score would silently
-pass or fail a candidate. Bump `EDITSCORE_PROMPT_VERSION` whenever the text changes.
+integers on 0-`score_range`.
+
+Two prompt variants:
+- `upstream` (the default for scoring): the texts EditScore's checkpoints were trained with, read at run
+  time from the `editscore` package's `vie_prompts.py` and put together the way its `EditScore` class
+  does (one user message, no system message). The package is installed with `--no-deps` and only that
+  one file is loaded, by path: its `__init__` inserts a relative `editscore` folder into `sys.path` and
+  imports numpy, regex and json_repair, and its requirements pull in torch, av and qwen-vl-utils.
+- `editcaption`: our own wording with a system message (`semantic_consistency_messages`,
+  `perceptual_quality_messages`), which the miniature world's scorer was trained on.
+
+The parser either returns exactly the two numbers the model wrote or a reason code; it never clamps,
+rounds or fills in a number, because a made-up score would silently pass or fail a candidate. JSON that
+is broken the way EditScore's replies break (unescaped quotes in the reasoning, a missing brace) is
+repaired with `json-repair`, as EditScore's own parser does. Bump `EDITSCORE_PROMPT_VERSION` whenever
+our text changes.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
 import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, get_args
 
+import json_repair
+
+from editcaption.prompts.answer import AnswerError, ReplyLike, extract_answer
+
 EDITSCORE_PROMPT_VERSION = "editscore-v1"
+EditScorePrompt = Literal["upstream", "editcaption"]
+UPSTREAM_REQUIREMENT = "editscore==0.2"
 
 SC_FIELDS: tuple[str, str] = ("edit_success", "over_editing")
 PQ_FIELDS: tuple[str, str] = ("naturalness", "artifacts")
 
-ParseError = Literal["no_json", "missing_field", "wrong_count", "out_of_range", "not_a_number"]
+ParseError = Literal[AnswerError, "no_json", "missing_field", "wrong_count", "out_of_range", "not_a_number"]
 PARSE_ERRORS: tuple[str, ...] = get_args(ParseError)
 
 SYSTEM = (
@@ -84,6 +107,78 @@ textures, distorted faces, hands or text (0 = severe flaws, {score_range} = no f
     ]
 
 
+@functools.cache
+def upstream_prompt_texts() -> ModuleType:
+    """EditScore's `vie_prompts.py`, loaded by path from the installed `editscore` package (its
+    `__init__` is never run)."""
+    spec = importlib.util.find_spec("editscore")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the upstream EditScore prompts come from the `editscore` package: "
+            f"pip install --no-deps {UPSTREAM_REQUIREMENT} (or set editscore.prompt: editcaption)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "vie_prompts.py"
+    file_spec = importlib.util.spec_from_file_location("editscore_vie_prompts", path)
+    if file_spec is None or file_spec.loader is None or not path.is_file():
+        raise ModuleNotFoundError(f"the installed editscore package has no {path.name} at {path.parent}")
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)
+    return module
+
+
+def upstream_semantic_consistency_text(instruction: str, score_range: int = 25) -> str:
+    """EditScore's semantic-consistency prompt, composed as its `EditScore` class does: context, the
+    two-image edit rule and the SC rule joined by newlines, '10' replaced by the score range, then the
+    instruction put in."""
+    _check_range(score_range)
+    if not instruction.strip():
+        raise ValueError("cannot score an empty instruction")
+    t = upstream_prompt_texts()
+    rules = t._prompts_0shot_tie_rule_SC.replace("10", str(score_range))
+    prompt = "\n".join([t._context_no_delimit_reasoning_first, t._prompts_0shot_two_image_edit_rule, rules])
+    return prompt.replace("<instruction>", instruction.strip())
+
+
+def upstream_perceptual_quality_text(score_range: int = 25) -> str:
+    """EditScore's perceptual-quality prompt: context and the PQ rule, '10' replaced by the range."""
+    _check_range(score_range)
+    t = upstream_prompt_texts()
+    return "\n".join(
+        [t._context_no_delimit_reasoning_first, t._prompts_0shot_rule_PQ.replace("10", str(score_range))]
+    )
+
+
+def _upstream_message(text: str, n_images: int, image_label: str | None) -> list[dict[str, Any]]:
+    """One user message: the images, each after its label when the family was trained with one
+    (EditScore's Qwen2.5-VL path writes `<img1>: ` before each image), then the prompt."""
+    parts: list[dict[str, Any]] = []
+    for i in range(1, n_images + 1):
+        if image_label:
+            parts.append({"type": "text", "text": image_label.format(i=i)})
+        parts.append({"type": "image"})
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+
+
+def editscore_messages(
+    kind: Literal["sc", "pq"],
+    prompt: EditScorePrompt,
+    score_range: int,
+    instruction: str | None = None,
+    image_label: str | None = None,
+) -> list[dict[str, Any]]:
+    """The chat messages of one EditScore question in the chosen prompt variant. SC has two image
+    parts (source, edited), PQ one (edited)."""
+    if kind == "sc":
+        if instruction is None:
+            raise ValueError("the semantic-consistency prompt needs the instruction")
+        if prompt == "editcaption":
+            return semantic_consistency_messages(instruction, score_range)
+        return _upstream_message(upstream_semantic_consistency_text(instruction, score_range), 2, image_label)
+    if prompt == "editcaption":
+        return perceptual_quality_messages(score_range)
+    return _upstream_message(upstream_perceptual_quality_text(score_range), 1, image_label)
+
+
 @dataclass(frozen=True)
 class ScoreReply:
     """A parsed reply: the two scores as written, or the reason there are none (exactly one is set)."""
@@ -97,25 +192,37 @@ class ScoreReply:
 
 
 def parse_score_reply(
-    text: str | None, score_range: int, field_names: tuple[str, str] | None = None
+    reply: str | ReplyLike | None,
+    score_range: int,
+    field_names: tuple[str, str] | None = None,
+    reasoning_in_prompt: bool = False,
 ) -> ScoreReply:
     """The two scores in an EditScore reply, or why they cannot be read.
 
-    Accepts code fences, a `<think>` block, prose around the JSON, single quotes and trailing commas
-    (through a Python-literal parse, which only succeeds when the reading is unambiguous), `score` as a
-    list of two numbers or as two named fields, and numbers written as strings. `field_names` are the
-    names the asking prompt used (`SC_FIELDS` or `PQ_FIELDS`); None accepts either prompt's pair. When
-    several objects carry a score, the last one wins: models that restate or correct themselves put
-    their final answer last. Out-of-range values are errors, never clamped.
+    The answer is found by `extract_answer` (reasoning blocks, answer wrappers, fences; a reply cut by
+    `max_tokens` is `truncated`). In it: prose around the JSON, single quotes and trailing commas
+    (through a Python-literal parse, which only succeeds when the reading is unambiguous), and, when
+    neither finds a score, `json-repair` on the JSON-like span (unescaped quotes inside the reasoning,
+    a missing closing brace). `score` may be a list of two numbers or two named fields, numbers may be
+    written as strings. `field_names` are the names the asking prompt used (`SC_FIELDS` or
+    `PQ_FIELDS`); None accepts either prompt's pair. When several objects carry a score, the last one
+    wins: models that restate or correct themselves put their final answer last. Out-of-range values
+    are errors, never clamped.
     """
     _check_range(score_range)
-    if not text or not text.strip():
-        return ScoreReply(None, "no_json")
-    objects = [o for o in _json_objects(_strip_reasoning(text)) if isinstance(o, dict)]
+    answer = extract_answer(reply, reasoning_in_prompt)
+    if answer.text is None:
+        return ScoreReply(None, "no_json" if answer.error == "empty" else answer.error)
+    names = (field_names,) if field_names else (SC_FIELDS, PQ_FIELDS)
+    objects = [o for o in _json_objects(answer.text) if isinstance(o, dict)]
+    found = [v for v in (_score_value(o, names) for o in objects) if v is not _MISSING]
+    if not found:
+        repaired = _repaired_object(answer.text)
+        if repaired is not None:
+            objects.append(repaired)
+            found = [v for v in [_score_value(repaired, names)] if v is not _MISSING]
     if not objects:
         return ScoreReply(None, "no_json")
-    names = (field_names,) if field_names else (SC_FIELDS, PQ_FIELDS)
-    found = [v for v in (_score_value(o, names) for o in objects) if v is not _MISSING]
     if not found:
         return ScoreReply(None, "missing_field")
     value = found[-1]
@@ -136,14 +243,19 @@ def _check_range(score_range: int) -> None:
         raise ValueError(f"score_range must be at least 1, got {score_range}")
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-
-
-def _strip_reasoning(text: str) -> str:
-    """Drop reasoning blocks: closed ones, a dangling close (template opened it), an unclosed open."""
-    text = _THINK.sub("", text)
-    text = re.split(r"</think>", text, flags=re.IGNORECASE)[-1]
-    return re.split(r"<think>", text, flags=re.IGNORECASE)[0]
+def _repaired_object(text: str) -> dict | None:
+    """The JSON-like span of a reply (first `{` to last `}`, or to the end when it never closes)
+    repaired by `json-repair`; None when there is no span or it repairs to no object."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    end = text.rfind("}")
+    span = text[start : end + 1] if end > start else text[start:]
+    try:
+        value = json_repair.loads(span)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and value else None
 
 
 def _json_objects(text: str) -> list[Any]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from editcaption.prompts.answer import AnswerError, ReplyLike, extract_answer
 
 PROMPT_VERSION = "instruction-v1"
 
@@ -36,21 +39,32 @@ def instruction_messages() -> list[dict[str, Any]]:
     ]
 
 
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:final\s+)?instruction(?:\*\*)?\s*[:\-]\s*", re.IGNORECASE)
-_FENCE = re.compile(r"^```[a-z]*\s*|\s*```$", re.IGNORECASE)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:final\s+)?instruction(?:\*\*)?\s*[:\-]\s*(?:\*\*)?\s*", re.IGNORECASE
+)  # "Instruction: ...", "**Instruction**: ...", "**Instruction:** ..."
+
+InstructionError = Literal[AnswerError, "no_instruction"]
 
 
-def parse_instruction(text: str | None) -> str | None:
-    """The instruction in a reply, or None when there is none.
+@dataclass(frozen=True)
+class InstructionReply:
+    """The instruction in a reply, or why there is none (exactly one is set)."""
 
-    Accepts the bare instruction, a labelled one ("Instruction: ..."), a JSON object with an
-    `instruction` key, code fences and a reasoning block before it. Never invents text.
+    instruction: str | None
+    error: InstructionError | None = None
+
+
+def read_instruction(reply: str | ReplyLike | None, reasoning_in_prompt: bool = False) -> InstructionReply:
+    """The instruction in a reply, or the reason code when there is none.
+
+    The answer is found by `extract_answer` (reasoning blocks, GLM's box and `<answer>` wrappers,
+    fences; a reply cut by `max_tokens` is `truncated`); then the bare instruction, a labelled one
+    ("Instruction: ..."), or a JSON object with an `instruction` key is accepted. Never invents text.
     """
-    if not text:
-        return None
-    text = _THINK.sub("", text).strip()
-    text = _FENCE.sub("", text).strip()
+    answer = extract_answer(reply, reasoning_in_prompt)
+    if answer.text is None:
+        return InstructionReply(None, answer.error)
+    text = answer.text
     if text.startswith("{"):
         try:
             value = json.loads(text).get("instruction")
@@ -59,4 +73,11 @@ def parse_instruction(text: str | None) -> str | None:
         text = value.strip() if isinstance(value, str) else ""
     text = _LABEL.sub("", text).strip().strip('"').strip()
     text = re.sub(r"\s+", " ", text)
-    return text if any(c.isalpha() for c in text) else None
+    if not any(c.isalpha() for c in text):
+        return InstructionReply(None, "no_instruction")
+    return InstructionReply(text)
+
+
+def parse_instruction(reply: str | ReplyLike | None, reasoning_in_prompt: bool = False) -> str | None:
+    """The instruction in a reply, or None when there is none (`read_instruction` says why)."""
+    return read_instruction(reply, reasoning_in_prompt).instruction

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from editcaption.prompts.editscore import _json_objects, _key, _number, _strip_reasoning
+from editcaption.prompts.answer import AnswerError, ReplyLike, extract_answer
+from editcaption.prompts.editscore import _json_objects, _key, _number
 from editcaption.schema import ERROR_TYPES, VERDICTS
 
 JUDGE_PROMPT_VERSION = "judge-v1"
@@ -23,6 +24,7 @@ JUDGE_PROMPT_VERSION = "judge-v1"
 DIMENSIONS: tuple[str, ...] = ("correctness", "orientation", "viewpoint", "attributes", "conciseness")
 
 JudgeError = Literal[
+    AnswerError,  # truncated, empty, no_answer, ambiguous_answer (see prompts/answer.py)
     "no_json",  # no JSON object in the reply
     "missing_field",  # a score, the overall, the verdict, or (for an error verdict) the error types
     "not_a_number",  # a score that is not a number
@@ -36,7 +38,7 @@ JUDGE_ERRORS: tuple[str, ...] = get_args(JudgeError)
 
 Preference = Literal["A", "B", "tie"]
 PREFERENCES: tuple[str, ...] = get_args(Preference)
-PairwiseError = Literal["no_json", "missing_field", "bad_preference"]
+PairwiseError = Literal[AnswerError, "no_json", "missing_field", "bad_preference"]
 PAIRWISE_ERRORS: tuple[str, ...] = get_args(PairwiseError)
 
 SYSTEM = (
@@ -196,10 +198,11 @@ _DIMENSION_KEYS = {
 }
 
 
-def parse_judgment(text: str | None) -> JudgeReply:
+def parse_judgment(text: str | ReplyLike | None) -> JudgeReply:
     """The judge's grades in a reply, or why they cannot be read.
 
-    Accepts code fences, a `<think>` block, prose around the JSON, single quotes and trailing commas,
+    The answer is found by `extract_answer` (reasoning blocks, answer wrappers, fences; a reply cut by
+    `max_tokens` is `truncated`). Accepts prose around the JSON, single quotes and trailing commas,
     key spellings that differ in case or separators ("Overall Score"), the five scores nested under
     `scores` or at the top level, integers written as strings or as 4.0, and a verdict or error type
     written with spaces or hyphens or in the plural ("Minor error", "attributes"). When several objects
@@ -243,7 +246,7 @@ def parse_judgment(text: str | None) -> JudgeReply:
     )
 
 
-def parse_preference(text: str | None) -> PairwiseReply:
+def parse_preference(text: str | ReplyLike | None) -> PairwiseReply:
     """The preferred instruction ("A", "B" or "tie") in an A-vs-B reply, or why it cannot be read.
 
     Accepts the same wrappings as `parse_judgment`, any letter case, and "Instruction A" for "A".
@@ -264,15 +267,12 @@ def _failed(error: JudgeError) -> JudgeReply:
     return JudgeReply(scores=None, overall=None, verdict=None, error=error)
 
 
-def _last_object(text: str | None, wanted: Callable[[dict], bool]) -> dict[str, Any] | str:
-    """The last JSON object (keys normalised) for which `wanted` holds, or "no_json" / "missing_field"."""
-    if not text or not text.strip():
-        return "no_json"
-    objects = [
-        {_key(k): v for k, v in o.items()}
-        for o in _json_objects(_strip_reasoning(text))
-        if isinstance(o, dict)
-    ]
+def _last_object(reply: str | ReplyLike | None, wanted: Callable[[dict], bool]) -> dict[str, Any] | str:
+    """The last JSON object (keys normalised) for which `wanted` holds, or a reason code."""
+    answer = extract_answer(reply)
+    if answer.text is None:
+        return "no_json" if answer.error == "empty" else answer.error
+    objects = [{_key(k): v for k, v in o.items()} for o in _json_objects(answer.text) if isinstance(o, dict)]
     if not objects:
         return "no_json"
     matching = [o for o in objects if wanted(o)]

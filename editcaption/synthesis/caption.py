@@ -18,7 +18,7 @@ from editcaption.config import JobInputs
 from editcaption.engines import EngineConfig, EngineResult, SamplingSettings, make_engine
 from editcaption.prompts.instruction import PROMPT_VERSION
 from editcaption.schema import Candidate, QuarantinedPair
-from editcaption.synthesis.job import caption_expand, make_candidate
+from editcaption.synthesis.job import caption_expand, make_candidate, warn_if_reasoning_is_cut
 
 
 class CaptionJobConfig(JobInputs):
@@ -35,8 +35,8 @@ def caption_requests(pair: dict[str, Any], n: int, sampling: SamplingSettings) -
     return [{**r.to_row(), "pair_id": pair["pair_id"]} for r in caption_expand(pair, n, sampling)]
 
 
-def to_candidate(row: dict[str, Any], model: str) -> dict[str, Any]:
-    return make_candidate(row["pair_id"], EngineResult.from_row(row), model)
+def to_candidate(row: dict[str, Any], model: str, reasoning_in_prompt: bool = False) -> dict[str, Any]:
+    return make_candidate(row["pair_id"], EngineResult.from_row(row), model, reasoning_in_prompt)
 
 
 def run_caption_job(config: CaptionJobConfig) -> dict[str, Any]:
@@ -54,6 +54,7 @@ def run_caption_job(config: CaptionJobConfig) -> dict[str, Any]:
     from editcaption.ray_setup import init_ray
 
     init_ray(config.ray_address)
+    warn_if_reasoning_is_cut(config.engine, config.sampling, "engine")
     started = time.time()
     fs, out = open_fs(config.output)
     fs.makedirs(out, exist_ok=True)
@@ -70,11 +71,12 @@ def run_caption_job(config: CaptionJobConfig) -> dict[str, Any]:
     n, sampling, model = config.candidates_per_pair, config.sampling, config.engine.model
     requests = good.flat_map(lambda pair: caption_requests(pair, n, sampling), num_cpus=0.25)
     replies = make_engine(config.engine).apply(requests)
-    candidates = replies.map(lambda row: to_candidate(row, model), num_cpus=0.25)
+    in_prompt = config.engine.model_family().reasoning_in_prompt
+    candidates = replies.map(lambda row: to_candidate(row, model, in_prompt), num_cpus=0.25)
     write_parquet(candidates, config.output.rstrip("/") + "/candidates", schema=Candidate.arrow_schema())
 
     # The summary reads back what was written: its counts are the outputs', not the plan's.
-    table = pq.read_table(candidates_dir, columns=["parsed", "error"], filesystem=fs)
+    table = pq.read_table(candidates_dir, columns=["parsed", "error", "parse_error"], filesystem=fs)
     reasons = Counter(pq.read_table(quarantine_dir, columns=["reason"], filesystem=fs)["reason"].to_pylist())
     summary = {
         "pairs": pairs.count(),
@@ -83,6 +85,7 @@ def run_caption_job(config: CaptionJobConfig) -> dict[str, Any]:
         "quarantine_reasons": dict(reasons),
         "candidates": table.num_rows,
         "candidates_parsed": sum(table["parsed"].to_pylist()),
+        "candidates_truncated": table["parse_error"].to_pylist().count("truncated"),
         "engine_errors": table.num_rows - table["error"].null_count,
         "engine": config.engine.backend,
         "model": model,

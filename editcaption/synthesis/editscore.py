@@ -2,7 +2,13 @@
 
 Each pass asks the scorer two questions (semantic consistency, perceptual quality); the replies are
 parsed by `editcaption.prompts.editscore` and only passes whose two replies both parsed count. Every
-reply is kept verbatim so unparsed ones can be inspected and re-parsed later.
+reply is kept verbatim, with the reason it did not parse, so unparsed ones can be inspected and
+re-parsed later.
+
+The defaults are EditScore's own protocol, as its package (`editscore` 0.2) asks its checkpoints: the
+upstream prompts, sampling at temperature 0.7, top_p 0.9, top_k 20 with 512 new tokens, and the edited
+image resized to the source image's size before both questions (its evaluation scripts resize the
+edited image to the source's width and height with Pillow's default filter).
 """
 
 from __future__ import annotations
@@ -11,30 +17,71 @@ import math
 
 from pydantic import BaseModel, Field
 
-from editcaption.prompts.editscore import PQ_FIELDS, SC_FIELDS, parse_score_reply
+from editcaption.engines.base import SamplingSettings
+from editcaption.images import ImagePolicy, decode_image, encode_png
+from editcaption.prompts.answer import ReplyLike
+from editcaption.prompts.editscore import PQ_FIELDS, SC_FIELDS, EditScorePrompt, parse_score_reply
 from editcaption.schema import Score
 
 
 class EditScoreConfig(BaseModel, extra="forbid"):
-    """How the EditScore model is asked; the defaults follow the protocol's single greedy pass."""
+    """How the EditScore model is asked; the defaults are the upstream protocol (`editscore` 0.2)."""
 
+    prompt: EditScorePrompt = Field(
+        "upstream",
+        description="`upstream`: the prompts EditScore's checkpoints were trained with, read from the "
+        "`editscore` package at run time; `editcaption`: our own wording (the miniature world's scorer "
+        "was trained on it).",
+    )
     score_range: int = Field(25, ge=1, description="Top of the 0-N scale the prompts ask for.")
     num_pass: int = Field(1, ge=1, description="Passes per candidate; their scores are averaged.")
     temperature: float = Field(
-        0.0,
+        0.7,
         ge=0.0,
-        description="Sampling temperature; use > 0 with num_pass > 1, or every pass repeats the first.",
+        description="Sampling temperature (upstream: 0.7); 0 is greedy, and then every pass repeats the first.",
     )
-    max_tokens: int = Field(256, ge=1, description="Reply budget: a short reasoning plus the JSON object.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling (upstream: 0.9).")
+    top_k: int | None = Field(20, ge=1, description="Top-k sampling (upstream: 20); None: no limit.")
+    max_tokens: int = Field(512, ge=1, description="Reply budget (upstream: 512): a reasoning plus the JSON.")
+    resize_to_source: bool = Field(
+        True,
+        description="Resize the edited image to the source image's size before scoring, as EditScore's "
+        "evaluation does (its checkpoints saw equal-sized pairs).",
+    )
+
+    def sampling(self, scoring_pass: int) -> SamplingSettings:
+        """Sampling of one pass; passes differ by seed."""
+        return SamplingSettings(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=scoring_pass,
+        )
+
+
+def edited_for_scoring(source: bytes, edited: bytes) -> bytes:
+    """The edited image at the source image's size (EditScore's rule); unchanged when they match.
+
+    Both are decoded upright (EXIF applied), so sizes compare as seen; Pillow's default filter for RGB
+    (bicubic) is the one EditScore's scripts use.
+    """
+    policy = ImagePolicy(reject_identical=False)
+    src = decode_image(source, policy, role="source")
+    out = decode_image(edited, policy, role="target")
+    if out.size == src.size:
+        return edited
+    return encode_png(out.resize(src.size))
 
 
 def aggregate_editscore(
     pair_id: str,
     candidate_id: str,
     scorer: str,
-    sc_replies: list[str | None],
-    pq_replies: list[str | None],
+    sc_replies: list[str | ReplyLike | None],
+    pq_replies: list[str | ReplyLike | None],
     score_range: int,
+    reasoning_in_prompt: bool = False,
 ) -> Score:
     """One `Score` from `num_pass` pairs of replies (pass p: `sc_replies[p]`, `pq_replies[p]`).
 
@@ -55,12 +102,14 @@ def aggregate_editscore(
     scale = 10.0 / score_range
     sc_values: list[float] = []
     pq_values: list[float] = []
-    for sc_text, pq_text in zip(sc_replies, pq_replies, strict=True):
-        sc = parse_score_reply(sc_text, score_range, SC_FIELDS).scores
-        pq = parse_score_reply(pq_text, score_range, PQ_FIELDS).scores
-        if sc is not None and pq is not None:
-            sc_values.append(min(sc) * scale)
-            pq_values.append(min(pq) * scale)
+    errors: list[str | None] = []
+    for sc_reply, pq_reply in zip(sc_replies, pq_replies, strict=True):
+        sc = parse_score_reply(sc_reply, score_range, SC_FIELDS, reasoning_in_prompt)
+        pq = parse_score_reply(pq_reply, score_range, PQ_FIELDS, reasoning_in_prompt)
+        errors += [_error(sc_reply, sc.error), _error(pq_reply, pq.error)]
+        if sc.scores is not None and pq.scores is not None:
+            sc_values.append(min(sc.scores) * scale)
+            pq_values.append(min(pq.scores) * scale)
     overalls = [math.sqrt(s * q) for s, q in zip(sc_values, pq_values, strict=True)]
     return Score(
         pair_id=pair_id,
@@ -71,8 +120,20 @@ def aggregate_editscore(
         overall=_mean(overalls),
         num_pass=len(sc_replies),
         num_parsed=len(sc_values),
-        raw_replies=[text or "" for pair in zip(sc_replies, pq_replies, strict=True) for text in pair],
+        raw_replies=[_text(r) for pair in zip(sc_replies, pq_replies, strict=True) for r in pair],
+        reply_errors=errors,
     )
+
+
+def _text(reply: str | ReplyLike | None) -> str:
+    if reply is None or isinstance(reply, str):
+        return reply or ""
+    return reply.text or ""
+
+
+def _error(reply: str | ReplyLike | None, error: str | None) -> str | None:
+    """The parse error of a reply; an engine failure (no reply at all) is `engine_error`."""
+    return "engine_error" if reply is None else error
 
 
 def _mean(values: list[float]) -> float | None:

@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from editcaption.config import JobInputs
 from editcaption.engines import EngineConfig, EngineRequest, EngineResult, SamplingSettings
-from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
-from editcaption.prompts.instruction import PROMPT_VERSION, instruction_messages, parse_instruction
+from editcaption.prompts.editscore import editscore_messages
+from editcaption.prompts.instruction import PROMPT_VERSION, instruction_messages, read_instruction
 from editcaption.schema import Candidate
-from editcaption.synthesis.editscore import EditScoreConfig, aggregate_editscore
+from editcaption.synthesis.editscore import EditScoreConfig, aggregate_editscore, edited_for_scoring
 from editcaption.synthesis.route import RoutingConfig, review_priority
 
 
@@ -90,23 +90,30 @@ def caption_expand(row: dict[str, Any], n: int, sampling: SamplingSettings) -> l
     ]
 
 
-def make_candidate(pair_id: str, result: EngineResult, model: str) -> dict[str, Any]:
-    """A Candidate row from the annotator's reply; an unparsable reply is kept, marked unparsed."""
-    instruction = parse_instruction(result.text)
+def make_candidate(
+    pair_id: str, result: EngineResult, model: str, reasoning_in_prompt: bool = False
+) -> dict[str, Any]:
+    """A Candidate row from the annotator's reply; a reply without an instruction is kept with the reason
+    (`truncated` when max_tokens cut it, often inside its reasoning)."""
+    read = read_instruction(result, reasoning_in_prompt) if result.error is None else None
     return Candidate(
         pair_id=pair_id,
         candidate_id=result.request_id,
-        instruction=instruction,
+        instruction=None if read is None else read.instruction,
         raw_text=result.text or "",
         model=model,
         prompt_version=PROMPT_VERSION,
-        parsed=instruction is not None,
+        parsed=read is not None and read.instruction is not None,
         error=result.error,
+        parse_error=None if read is None else read.error,
+        finish_reason=result.finish_reason,
     ).to_row()
 
 
-def caption_merge(row: dict[str, Any], results: list[EngineResult], model: str) -> dict[str, Any]:
-    candidates = [make_candidate(row["pair_id"], result, model) for result in results]
+def caption_merge(
+    row: dict[str, Any], results: list[EngineResult], model: str, reasoning_in_prompt: bool = False
+) -> dict[str, Any]:
+    candidates = [make_candidate(row["pair_id"], result, model, reasoning_in_prompt) for result in results]
     return {**row, "candidates": json.dumps(candidates)}
 
 
@@ -117,37 +124,46 @@ def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in json.loads(row["candidates"]) if c["parsed"]]
 
 
-def score_expand(row: dict[str, Any], cfg: EditScoreConfig) -> list[EngineRequest]:
+def score_expand(
+    row: dict[str, Any], cfg: EditScoreConfig, image_label: str | None = None
+) -> list[EngineRequest]:
     """Per pass: one semantic-consistency request per parsed candidate, then one perceptual-quality
-    request for the pair (PQ looks at the edited image only, so candidates share it)."""
+    request for the pair (PQ looks at the edited image only, so candidates share it). The prompts are
+    `cfg.prompt`'s variant; `image_label` is the scorer family's text before each image, if any."""
     candidates = _parsed(row) if row["quarantine_reason"] is None else []
     if not candidates:
         return []
+    edited = edited_for_scoring(row["source"], row["target"]) if cfg.resize_to_source else row["target"]
     requests = []
     for p in range(cfg.num_pass):
-        sampling = SamplingSettings(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=p)
         for c in candidates:
             requests.append(
                 EngineRequest(
                     request_id=f"{c['candidate_id']}:sc{p}",
-                    images=[row["source"], row["target"]],
-                    messages=semantic_consistency_messages(c["instruction"], cfg.score_range),
-                    sampling=sampling,
+                    images=[row["source"], edited],
+                    messages=editscore_messages(
+                        "sc", cfg.prompt, cfg.score_range, c["instruction"], image_label
+                    ),
+                    sampling=cfg.sampling(p),
                 )
             )
         requests.append(
             EngineRequest(
                 request_id=f"{row['pair_id']}:pq{p}",
-                images=[row["target"]],
-                messages=perceptual_quality_messages(cfg.score_range),
-                sampling=sampling,
+                images=[edited],
+                messages=editscore_messages("pq", cfg.prompt, cfg.score_range, image_label=image_label),
+                sampling=cfg.sampling(p),
             )
         )
     return requests
 
 
 def score_merge(
-    row: dict[str, Any], results: list[EngineResult], cfg: EditScoreConfig, scorer: str
+    row: dict[str, Any],
+    results: list[EngineResult],
+    cfg: EditScoreConfig,
+    scorer: str,
+    reasoning_in_prompt: bool = False,
 ) -> dict[str, Any]:
     candidates = _parsed(row) if results else []
     stride = len(candidates) + 1
@@ -155,13 +171,15 @@ def score_merge(
     for k, c in enumerate(candidates):
         sc = [_reply(results[p * stride + k]) for p in range(cfg.num_pass)]
         pq = [_reply(results[p * stride + stride - 1]) for p in range(cfg.num_pass)]
-        score = aggregate_editscore(row["pair_id"], c["candidate_id"], scorer, sc, pq, cfg.score_range)
+        score = aggregate_editscore(
+            row["pair_id"], c["candidate_id"], scorer, sc, pq, cfg.score_range, reasoning_in_prompt
+        )
         scores.append(score.to_row())
     return {**row, "scores": json.dumps(scores)}
 
 
-def _reply(result: EngineResult) -> str | None:
-    return result.text if result.error is None else None
+def _reply(result: EngineResult) -> EngineResult | None:
+    return result if result.error is None else None
 
 
 # ---------------------------------------------------------------- decide
@@ -244,6 +262,8 @@ def _outcome(candidate: dict[str, Any], overall: float | None, best: bool, statu
     """Why a candidate was or was not kept, so no candidate is dropped without a recorded reason."""
     if candidate["error"]:
         return "engine_error"
+    if candidate.get("parse_error") == "truncated":
+        return "truncated"
     if not candidate["parsed"]:
         return "unparsed"
     if overall is None:
@@ -254,6 +274,23 @@ def _outcome(candidate: dict[str, Any], overall: float | None, best: bool, statu
 
 
 # ---------------------------------------------------------------- the job
+
+
+def warn_if_reasoning_is_cut(engine: EngineConfig, sampling: SamplingSettings, role: str) -> None:
+    """Warn when a reasoning model's reply budget is below its family's: its reasoning would use up
+    `max_tokens` and every reply would end `truncated`."""
+    import logging
+
+    budget = engine.model_family().reasoning_max_tokens
+    if engine.reasons() and budget and sampling.max_tokens < budget:
+        logging.getLogger(__name__).warning(
+            "%s %s reasons before answering: max_tokens %d < %d leaves its replies cut inside the "
+            "reasoning (recorded as truncated); raise max_tokens or switch reasoning off",
+            role,
+            engine.model,
+            sampling.max_tokens,
+            budget,
+        )
 
 
 def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
@@ -267,6 +304,7 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
     from editcaption.synthesis.shards import AtomicShardSink, done_pair_ids
 
     init_ray(config.ray_address)
+    warn_if_reasoning_is_cut(config.annotator, config.sampling, "annotator")
     started = time.time()
     shards_uri = config.output.rstrip("/") + "/pairs"
     done = done_pair_ids(shards_uri)
@@ -277,14 +315,24 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
     pairs = validate_pairs(pairs, config.images)
 
     batch = config.pairs_per_batch
+    annotator_family, scorer_family = config.annotator.model_family(), config.scorer.model_family()
     caption = GroupedStep(
         expand=functools.partial(caption_expand, n=config.candidates_per_pair, sampling=config.sampling),
-        merge=functools.partial(caption_merge, model=config.annotator.model),
+        merge=functools.partial(
+            caption_merge,
+            model=config.annotator.model,
+            reasoning_in_prompt=annotator_family.reasoning_in_prompt,
+        ),
         seconds_column="caption_seconds",
     )
     score = GroupedStep(
-        expand=functools.partial(score_expand, cfg=config.editscore),
-        merge=functools.partial(score_merge, cfg=config.editscore, scorer=config.scorer.model),
+        expand=functools.partial(score_expand, cfg=config.editscore, image_label=scorer_family.image_label),
+        merge=functools.partial(
+            score_merge,
+            cfg=config.editscore,
+            scorer=config.scorer.model,
+            reasoning_in_prompt=scorer_family.reasoning_in_prompt,
+        ),
         seconds_column="score_seconds",
     )
     annotator = make_engine(config.annotator)
