@@ -106,6 +106,7 @@ from editcaption.demo.cli import demo_command  # noqa: E402
 from editcaption.evaluation.cli import eval_command  # noqa: E402
 from editcaption.review.cli import app as review_app  # noqa: E402
 from editcaption.serving.cli import serve_command  # noqa: E402
+from editcaption.synthesis.calibrate import calibrate_command  # noqa: E402
 from editcaption.training.cli import app as train_app  # noqa: E402
 
 app.add_typer(review_app, name="review")
@@ -113,4 +114,5 @@ app.add_typer(train_app, name="train")
 app.add_typer(checks_app, name="checks")
 app.command("eval")(eval_command)
 app.command("serve")(serve_command)
+app.command("calibrate")(calibrate_command)
 app.command("demo")(demo_command)
