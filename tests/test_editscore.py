@@ -102,7 +102,10 @@ FAILED = {
     "empty": ("", "no_json"),
     "whitespace": ("  \n ", "no_json"),
     "prose_only": ("I'd give it 20 out of 25 for success and 18 for preservation.", "no_json"),
-    "truncated": ('{"reasoning": "The edit changes the sky and', "missing_field"),  # json-repair closes it: no score
+    "truncated": (
+        '{"reasoning": "The edit changes the sky and',
+        "missing_field",
+    ),  # json-repair closes it: no score
     "degenerate_repetition": ("{" * 20000, "no_json"),
     "think_only": ('<think>maybe {"score": [20, 20]} is right', "truncated"),  # cut inside its reasoning
     "missing_score": ('{"reasoning": "Looks good."}', "missing_field"),
@@ -211,3 +214,122 @@ def test_config_defaults_and_validation() -> None:
         EditScoreConfig(num_pass=0)
     with pytest.raises(ValidationError):
         EditScoreConfig(passes=2)
+
+
+# ---------------------------------------------------------------- EditScore's own prompts (editscore 0.2)
+
+
+def _vie_prompts() -> dict[str, str]:
+    """The package's prompt file, read here independently as plain text assignments."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(next(iter(importlib.util.find_spec("editscore").submodule_search_locations)))
+    tree = ast.parse((folder / "vie_prompts.py").read_text())
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)}
+
+
+def test_upstream_prompts_are_the_package_texts_composed_as_its_class_does() -> None:
+    import sys
+
+    from editcaption.prompts.editscore import editscore_messages
+
+    texts = _vie_prompts()
+    sc = editscore_messages("sc", "upstream", 25, "Turn the red car blue.")
+    pq = editscore_messages("pq", "upstream", 25)
+    assert [m["role"] for m in sc] == [m["role"] for m in pq] == ["user"]  # no system message
+    assert [p["type"] for p in sc[0]["content"]] == ["image", "image", "text"]
+    assert [p["type"] for p in pq[0]["content"]] == ["image", "text"]
+    sc_text, pq_text = _text(sc), _text(pq)
+    assert sc_text.startswith(texts["_context_no_delimit_reasoning_first"])
+    assert texts["_prompts_0shot_two_image_edit_rule"] in sc_text
+    assert sc_text.endswith("Editing instruction: Turn the red car blue.\n")
+    assert "From scale 0 to 25" in sc_text and " 10" not in sc_text  # EditScore puts the range for every 10
+    assert pq_text == "\n".join(
+        [texts["_context_no_delimit_reasoning_first"], texts["_prompts_0shot_rule_PQ"].replace("10", "25")]
+    )
+    assert "editscore" not in sys.modules and "editscore" not in sys.path  # the package __init__ never ran
+
+
+def test_upstream_qwen25vl_layout_labels_each_image() -> None:
+    from editcaption.engines.families import family_of
+    from editcaption.prompts.editscore import editscore_messages
+
+    label = family_of("EditScore/EditScore-7B").image_label
+    parts = editscore_messages("sc", "upstream", 25, "Make it red.", image_label=label)[0]["content"]
+    assert [p.get("text") if p["type"] == "text" else "IMG" for p in parts[:4]] == [
+        "<img1>: ",
+        "IMG",
+        "<img2>: ",
+        "IMG",
+    ]
+    assert family_of("/models/editscore-qwen3-vl-8b").image_label is None
+
+
+def test_our_prompts_stay_available_by_name() -> None:
+    from editcaption.prompts.editscore import editscore_messages
+
+    assert editscore_messages("sc", "editcaption", 25, "Make it red.") == semantic_consistency_messages(
+        "Make it red."
+    )
+    assert editscore_messages("pq", "editcaption", 25) == perceptual_quality_messages()
+    with pytest.raises(ValueError, match="needs the instruction"):
+        editscore_messages("sc", "upstream", 25)
+
+
+def test_missing_package_names_the_install(monkeypatch) -> None:
+    import importlib.util
+
+    from editcaption.prompts import editscore as module
+
+    module.upstream_prompt_texts.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    try:
+        with pytest.raises(ModuleNotFoundError, match="pip install --no-deps editscore==0.2"):
+            module.upstream_perceptual_quality_text()
+    finally:
+        monkeypatch.undo()
+        module.upstream_prompt_texts.cache_clear()
+
+
+def _png(size: tuple[int, int], colour: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_edited_image_is_resized_to_the_source_size_before_scoring() -> None:
+    import io
+
+    from PIL import Image
+
+    from editcaption.synthesis.editscore import edited_for_scoring
+    from editcaption.synthesis.job import score_expand
+
+    source, edited = _png((64, 48), "red"), _png((128, 100), "blue")
+    assert Image.open(io.BytesIO(edited_for_scoring(source, edited))).size == (64, 48)
+    same = _png((64, 48), "blue")
+    assert edited_for_scoring(source, same) is same  # already equal: sent as is
+    row = {
+        "pair_id": "p",
+        "source": source,
+        "target": edited,
+        "quarantine_reason": None,
+        "candidates": '[{"candidate_id": "p:0", "instruction": "Make it blue.", "parsed": true}]',
+    }
+    sc, pq = score_expand(row, EditScoreConfig())
+    assert all(Image.open(io.BytesIO(r.images[-1])).size == (64, 48) for r in (sc, pq))
+    assert (sc.sampling.temperature, sc.sampling.top_p, sc.sampling.top_k, sc.sampling.max_tokens) == (
+        0.7,
+        0.9,
+        20,
+        512,
+    )
+    assert "Editing instruction: Make it blue." in _text(sc.messages)
+    as_is = score_expand(row, EditScoreConfig(resize_to_source=False))
+    assert as_is[0].images[-1] == edited
