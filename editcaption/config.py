@@ -45,8 +45,10 @@ def load_config(path: str | Path, model: type[ConfigT], overrides: dict | None =
     try:
         return model.model_validate(data)
     except ValidationError as e:
+        from editcaption.redaction import redact_text
+
         lines = [f"{path}: {len(e.errors())} problem(s) in the config"]
         for err in e.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
+            lines.append(f"  {where}: {redact_text(err['msg'])}")
         raise ConfigError("\n".join(lines)) from e

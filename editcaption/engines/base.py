@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from editcaption.engines.families import FAMILY_NAMES, ModelFamily, family_of
 from editcaption.images import ImagePolicy, decode_image, fit_to_pixel_budget
 from editcaption.paths import ModelPath
+from editcaption.redaction import redact_text
 
 if TYPE_CHECKING:
     import ray.data
@@ -289,7 +290,7 @@ def result_row(
         "text": text,
         "token_logprobs": token_logprobs,
         "num_output_tokens": num_output_tokens,
-        "error": error,
+        "error": redact_text(error) if error else error,  # an API's error may quote the key it was sent
         "finish_reason": finish_reason,
         "reasoning": reasoning,
     }

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from editcaption.io.fs import is_uri, open_fs
+from editcaption.redaction import redact
 from editcaption.training.config import TrainJobConfig
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def write_summary(cfg: TrainJobConfig, metrics: dict[str, float]) -> None:
     """`training_summary.json` beside the final model: the final metrics and the config that made it."""
     fs, path = open_fs(posixpath.join(cfg.output, SUMMARY_NAME))
     with fs.open(path, "w") as f:
-        json.dump({"metrics": metrics, "config": cfg.model_dump(mode="json")}, f, indent=1)
+        json.dump({"metrics": metrics, "config": redact(cfg.model_dump(mode="json"))}, f, indent=1)
 
 
 def read_summary(cfg: TrainJobConfig) -> dict[str, float] | None:
