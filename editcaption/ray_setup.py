@@ -10,11 +10,17 @@ Fractional CPUs let up to 4 × 8 small tasks run at once, and each needs its own
 (~60 MB, seconds of a core to start): on a 2-core machine the synthesis job had 14 idle workers at its
 peak at 10× input against a handful at 1×. So the read and validate stages run at most one task per
 physical core (`local_task_concurrency`) when we started Ray here; a cluster keeps Ray's scheduling.
+
+Ray records a driver's whole command line as its job's entrypoint (shown by `ray list jobs` and the
+dashboard), so a store URL with a password typed on the command line would be kept there: the
+entrypoint is recorded with credentials masked (`redaction.redact_text`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 MIN_LOCAL_CPUS = 8
 _started_locally = False
@@ -40,8 +46,29 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     global _started_locally
     address = address or os.environ.get("RAY_ADDRESS")
     _started_locally = not address
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    with _redacted_entrypoint():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+            return
+        # Local workers inherit this process's environment (offline flags, VLLM_CPU_KVCACHE_SPACE, ...).
+        ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False)
+
+
+@contextlib.contextmanager
+def _redacted_entrypoint() -> Iterator[None]:
+    """While Ray starts, the command line it records as the job's entrypoint has its secrets masked.
+    Ray 2.60 reads it through `ray._private.utils.get_entrypoint_name`; should that move, Ray records
+    the plain command line and `tests/test_secrets.py` fails."""
+    from ray._private import utils
+
+    from editcaption.redaction import redact_text
+
+    original = getattr(utils, "get_entrypoint_name", None)
+    if original is None:
+        yield
         return
-    # Local workers inherit this process's environment (offline flags, VLLM_CPU_KVCACHE_SPACE, ...).
-    ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False)
+    utils.get_entrypoint_name = lambda: redact_text(original())
+    try:
+        yield
+    finally:
+        utils.get_entrypoint_name = original

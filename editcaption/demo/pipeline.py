@@ -27,6 +27,7 @@ from editcaption.demo.captioning import caption_pairs, preference_errors, score_
 from editcaption.demo.grading import flip_consistency, summarize
 from editcaption.demo.records import png_pair, preference_records, write_records
 from editcaption.demo.world import WorldConfig, WorldPair, generate, mirrored
+from editcaption.redaction import redact
 from editcaption.schema import PreferencePair, Score, SFTRecord
 from editcaption.synthesis.job import FilterConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority, select_for_review
@@ -247,7 +248,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["evaluate"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
     report = {
-        "config": cfg.model_dump(),
+        "config": redact(cfg.model_dump()),
         "counts": {**counts, "preference_pairs": len(prefs), "sft_records": len(records)},
         "note": "'refined' instructions are the world's ground truth, standing in for human reviewers.",
         "models": table,

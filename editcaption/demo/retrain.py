@@ -34,6 +34,7 @@ from editcaption.demo.records import (
 )
 from editcaption.demo.world import EditKind, WorldConfig, WorldPair, generate
 from editcaption.demo.world_models import WorldModelConfig, build_world_qwen3vl
+from editcaption.redaction import redact
 from editcaption.schema import SFTRecord
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
                 "curriculum": stages,
                 "train_metrics": result.get("metrics"),
                 "train_seconds": round(time.monotonic() - t0, 1),
-                "config": cfg.model_dump(),
+                "config": redact(cfg.model_dump()),
                 "heldout_measured": summarize(caption_pairs(annotator, heldout), heldout),
             },
         )

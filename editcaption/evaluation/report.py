@@ -66,6 +66,7 @@ from editcaption.evaluation.metrics import (
 )
 from editcaption.io.fs import open_fs
 from editcaption.prompts.judge import DIMENSIONS
+from editcaption.redaction import redact
 from editcaption.schema import ERROR_TYPES, VERDICTS, Judgment
 
 METRICS = "metrics.json"
@@ -107,7 +108,10 @@ def summarise(judgments: Iterable[dict[str, Any]], published: list[dict[str, Any
 
 
 def write_eval_report(metrics: dict[str, Any], out_dir: str) -> list[str]:
-    """Write metrics.json, report.md, report.html and the plots there is data for; returns the names."""
+    """Write metrics.json, report.md, report.html and the plots there is data for; returns the names.
+    The run's description (`meta`, from its config) is written with credentials masked."""
+    if "meta" in metrics:
+        metrics = {**metrics, "meta": redact(metrics["meta"])}
     fs, root = open_fs(out_dir)
     fs.makedirs(root, exist_ok=True)
     plots = {

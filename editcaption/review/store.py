@@ -57,6 +57,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from editcaption.redaction import redact_text
@@ -287,12 +288,19 @@ class Store:
         self.audit_file = Path(audit_file) if audit_file else default_audit_file(url)
         self._audit_lock = threading.Lock()
         self._last_added = 0
-        if not create and not inspect(self.engine).has_table(Assignment.__tablename__):
+        try:
+            if not create and not inspect(self.engine).has_table(Assignment.__tablename__):
+                self.engine.dispose()
+                raise StoreError(
+                    f"no review store at {redact_text(url)}: create one with `editcaption review user add`"
+                )
+            Base.metadata.create_all(self.engine)  # also adds tables a store made by an older version lacks
+        except OperationalError as exc:  # unreachable server, unknown database, refused login
             self.engine.dispose()
+            reason = str(exc.orig or exc).strip().splitlines()[-1]
             raise StoreError(
-                f"no review store at {redact_text(url)}: create one with `editcaption review user add`"
-            )
-        Base.metadata.create_all(self.engine)  # also adds tables a store made by an older version lacks
+                f"cannot open the review store at {redact_text(url)}: {redact_text(reason)}"
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from editcaption.checks.flip import flip_consistency_rate
 from editcaption.io.exports import write_sharegpt, write_trl_parquet
 from editcaption.io.fs import open_fs
+from editcaption.redaction import redact
 from editcaption.schema import Candidate, QuarantinedPair, Score, SFTRecord
 from editcaption.synthesis.report import write_report
 from editcaption.synthesis.route import select_for_review
@@ -212,7 +213,7 @@ def finalize(
         "seconds": None if pipeline_seconds is None else round(pipeline_seconds, 2),
         "stage_seconds": {stage: round(secs, 2) for stage, secs in stage_seconds.items()},
         "pairs_per_s": round((pairs - resumed_pairs) / pipeline_seconds, 3) if pipeline_seconds else None,
-        "config": json.loads(config.model_dump_json()),
+        "config": redact(json.loads(config.model_dump_json())),  # no credentials in summary.json / report.md
     }
     summary["report_files"] = write_report(summary, overall, sc, pq_scores, config.output)
     with fs.open(posixpath.join(out, "summary.json"), "w") as f:
