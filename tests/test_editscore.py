@@ -315,6 +315,7 @@ def test_edited_image_is_resized_to_the_source_size_before_scoring() -> None:
     assert Image.open(io.BytesIO(edited_for_scoring(source, edited))).size == (64, 48)
     same = _png((64, 48), "blue")
     assert edited_for_scoring(source, same) is same  # already equal: sent as is
+    assert edited_for_scoring(source, b"not an image") == b"not an image"  # the engine reports it
     row = {
         "pair_id": "p",
         "source": source,

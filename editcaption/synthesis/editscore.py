@@ -18,7 +18,7 @@ import math
 from pydantic import BaseModel, Field
 
 from editcaption.engines.base import SamplingSettings
-from editcaption.images import ImagePolicy, decode_image, encode_png
+from editcaption.images import ImagePolicy, ImageRejected, decode_image, encode_png
 from editcaption.prompts.answer import ReplyLike
 from editcaption.prompts.editscore import PQ_FIELDS, SC_FIELDS, EditScorePrompt, parse_score_reply
 from editcaption.schema import Score
@@ -64,11 +64,15 @@ def edited_for_scoring(source: bytes, edited: bytes) -> bytes:
     """The edited image at the source image's size (EditScore's rule); unchanged when they match.
 
     Both are decoded upright (EXIF applied), so sizes compare as seen; Pillow's default filter for RGB
-    (bicubic) is the one EditScore's scripts use.
+    (bicubic) is the one EditScore's scripts use. Bytes that do not decode are returned as they are, so
+    the engine reports the error on that request instead of the batch failing.
     """
     policy = ImagePolicy(reject_identical=False)
-    src = decode_image(source, policy, role="source")
-    out = decode_image(edited, policy, role="target")
+    try:
+        src = decode_image(source, policy, role="source")
+        out = decode_image(edited, policy, role="target")
+    except ImageRejected:  # sent as is: the engine answers that request with the decoding error
+        return edited
     if out.size == src.size:
         return edited
     return encode_png(out.resize(src.size))
