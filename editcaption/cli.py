@@ -94,7 +94,7 @@ def _load(path: Path, model: type, overrides: dict) -> Any:
     from editcaption.config import ConfigError, load_config
 
     try:
-        return load_config(path, model, overrides)
+        return load_config(path, model, overrides, resolve_paths=True)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e

@@ -123,15 +123,16 @@ def _children(value: Any) -> list[tuple[str, BaseModel]]:
     return []
 
 
-def resolved_paths(cfg: BaseModel) -> dict[str, str]:
-    """{dotted field: absolute value} for every path field whose value changes when resolved; raises
-    PathError naming the field for a model that is neither a folder nor a hub id."""
-    changes = {}
+def resolved_paths(cfg: BaseModel, changed_only: bool = True) -> dict[str, str]:
+    """{dotted field: absolute value} for every path field (whose value changes when resolved, with
+    `changed_only`); raises PathError naming the field for a model that is neither a folder nor a
+    hub id."""
+    values = {}
     for where, marker, value in path_fields(cfg):
         new = resolve_model(value, where) if marker.role == "model" else absolute(value)
-        if new != value:
-            changes[where] = new
-    return changes
+        if new != value or not changed_only:
+            values[where] = new
+    return values
 
 
 def resolve_config_paths(cfg: ConfigT) -> ConfigT:

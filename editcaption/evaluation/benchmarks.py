@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from editcaption.images import ImagePolicy
 from editcaption.io import detect_format, read_pairs, validate_pairs
 from editcaption.io.pairs import TASK_CPUS
+from editcaption.paths import InputPath
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -53,7 +54,7 @@ class BenchmarkConfig(BaseModel):
         description="hqedit (Parquet), bytemorph (side-by-side PNG + JSON), or eval-n (a pair folder or "
         "manifest; `meta.json` / manifest `instruction` and `category` give references and categories)."
     )
-    uri: str = Field(description="Local path or object-store URI of the benchmark.")
+    uri: InputPath = Field(description="Local path or object-store URI of the benchmark.")
     sample_size: int | None = Field(
         None, ge=1, description="Evaluate this many pairs drawn with `seed`; None = every pair."
     )

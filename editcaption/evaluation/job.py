@@ -29,6 +29,7 @@ from editcaption.evaluation.summaries import caption_cells, comparison_cells, pa
 from editcaption.images import ImagePolicy
 from editcaption.io.fs import open_fs
 from editcaption.io.pairs import TASK_CPUS
+from editcaption.paths import OptionalInputPath, OutputPath
 from editcaption.prompts.instruction import PROMPT_VERSION
 from editcaption.prompts.judge import DIMENSIONS, JUDGE_PROMPT_VERSION
 from editcaption.schema import Judgment
@@ -44,7 +45,7 @@ class HumanSourceConfig(BaseModel):
         None, description="The review store's database URL (sqlite:///…, postgresql://…), read directly."
     )
     project: str | None = Field(None, description="Only this review project's verdicts; None = all.")
-    parquet: str | None = Field(None, description="Path or URI of a Judgment Parquet file or folder.")
+    parquet: OptionalInputPath = Field(None, description="Path or URI of a Judgment Parquet file or folder.")
 
     @model_validator(mode="after")
     def _one_source(self) -> HumanSourceConfig:
@@ -82,12 +83,17 @@ class EvalConfig(BaseModel):
     human: HumanSourceConfig | None = Field(None, description="Human verdicts to report and compare with.")
     published: list[PublishedRow] = Field(default_factory=list)
     checks: EvalChecksConfig = Field(default_factory=EvalChecksConfig)
-    output: str = Field("runs/eval", description="Folder or URI for the tables, metrics and report.")
+    output: OutputPath = Field("runs/eval", description="Folder or URI for the tables, metrics and report.")
     limit: int | None = Field(
         None, ge=1, description="Read at most this many pairs per benchmark (a trial run)."
     )
     images: ImagePolicy = Field(default_factory=ImagePolicy, description="Which images are accepted.")
-    pairs_per_batch: int = Field(8, ge=1, description="Pairs per engine call.")
+    pairs_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs per engine batch; None sizes it from each stage's engine (vLLM: enough pairs "
+        "for their first requests to fill max_num_seqs once; others 8).",
+    )
     ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
 
     @field_validator("captioners", "benchmarks")
@@ -208,6 +214,7 @@ def build_pipeline(config: EvalConfig) -> Any:
                 ),
                 merge=functools.partial(caption_merge, name=cap.name, checks=config.checks),
                 seconds_column=f"caption_seconds_{i}",
+                requests_per_row=2 if config.checks.flip_consistency else 1,
             ),
         )
         for i, cap in enumerate(config.captioners)

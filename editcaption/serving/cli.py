@@ -32,6 +32,14 @@ def serve_command(
     model: Annotated[
         str | None, typer.Option(help="Override every application's captioner model (a path or hub id).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a field of every application's `args`, KEY=VALUE with a YAML value; dotted keys "
+            "reach nested fields (--set limits.max_tokens=64); `model` is the captioner's model. Repeatable.",
+        ),
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else start a local Ray).")
     ] = None,
@@ -50,14 +58,20 @@ def serve_command(
     if config is None:
         console.print("[red]--config is required[/red] (e.g. serve_configs/captioner.yaml)")
         raise typer.Exit(2)
-    schema = _load(config, host, port, model)
+    schema = _load(config, host, port, model, set_ or [])
     run_config(schema, address)
 
 
-def _load(path: Path, host: str | None, port: int | None, model: str | None) -> Any:
-    """The file as Ray's own `ServeDeploySchema` (Ray validates it), with the command-line overrides."""
+def _load(
+    path: Path, host: str | None, port: int | None, model: str | None, sets: list[str] | None = None
+) -> Any:
+    """The file as Ray's own `ServeDeploySchema` (Ray validates it), with the command-line overrides and
+    every local path in our applications' `args` made absolute here (replicas run elsewhere)."""
     from pydantic import ValidationError
     from ray.serve.schema import ServeDeploySchema
+
+    from editcaption.config import ConfigError, set_overrides
+    from editcaption.paths import PathError, resolve_model, resolved_paths, set_dotted
 
     if not path.is_file():
         console.print(f"[red]config file not found: {path}[/red]")
@@ -68,17 +82,27 @@ def _load(path: Path, host: str | None, port: int | None, model: str | None) -> 
         http["host"] = host
     if port:
         http["port"] = port
-    if model:
-        os.environ[MODEL_ENV] = model  # wins over the variable a caller may have set
-        for application in data.get("applications") or []:
-            args = application.setdefault("args", {})
-            args.setdefault("captioner", {}).setdefault("engine", {})["model"] = model
+    sets = [*(sets or []), *([f"model={model}"] if model else [])]
     try:
+        if any(item.startswith("model=") for item in sets):
+            os.environ.pop(MODEL_ENV, None)  # the command line wins over the variable
+        elif os.environ.get(MODEL_ENV):
+            os.environ[MODEL_ENV] = resolve_model(os.environ[MODEL_ENV], MODEL_ENV)
+        for application in data.get("applications") or []:
+            if str(application.get("import_path", "")).startswith("editcaption.serving"):
+                args = application.setdefault("args", {})
+                args.update(set_overrides(args, sets, {"model": "captioner.engine.model"}))
         schema = ServeDeploySchema.model_validate(data)
         for application in schema.applications:
             if application.import_path.startswith("editcaption.serving"):
-                ServeConfig.model_validate(application.args)  # our errors before Ray starts
+                config = ServeConfig.model_validate(application.args)  # our errors before Ray starts
+                # every path as the config holds it (its validator may have resolved some already)
+                for where, value in resolved_paths(config, changed_only=False).items():
+                    set_dotted(application.args, where, value)
     except ValidationError as e:
+        console.print(f"[red]{path}: {e}[/red]")
+        raise typer.Exit(2) from e
+    except (ConfigError, PathError) as e:
         console.print(f"[red]{path}: {e}[/red]")
         raise typer.Exit(2) from e
     return schema

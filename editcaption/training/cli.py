@@ -29,28 +29,42 @@ _SET = Annotated[
 ]
 _OUTPUT = Annotated[str | None, typer.Option(help="Override the folder or URI of the final model.")]
 _NAME = Annotated[str | None, typer.Option(help="Override the run name (checkpoints: storage_path/name).")]
+_VERBOSE = Annotated[
+    bool,
+    typer.Option("--verbose", help="Print everything Ray, DeepSpeed and TRL print (default: to a log file)."),
+]
 
 
 @app.command("sft")
 def sft(
-    config: _CONFIG, resume: _RESUME = False, output: _OUTPUT = None, name: _NAME = None, set_: _SET = None
+    config: _CONFIG,
+    resume: _RESUME = False,
+    output: _OUTPUT = None,
+    name: _NAME = None,
+    set_: _SET = None,
+    verbose: _VERBOSE = False,
 ) -> None:
     """Supervised fine-tuning: a synthesis run (folder or sft.parquet), a TRL export, or reference pairs."""
     from editcaption.training.sft import SFTJobConfig, run_sft
 
     cfg = _load(config, SFTJobConfig, set_, resume=resume, output=output, name=name)
-    _run(run_sft, cfg)
+    _run(run_sft, cfg, "sft", verbose)
 
 
 @app.command("dpo")
 def dpo(
-    config: _CONFIG, resume: _RESUME = False, output: _OUTPUT = None, name: _NAME = None, set_: _SET = None
+    config: _CONFIG,
+    resume: _RESUME = False,
+    output: _OUTPUT = None,
+    name: _NAME = None,
+    set_: _SET = None,
+    verbose: _VERBOSE = False,
 ) -> None:
     """Preference training (PreferencePair Parquet, or reference pairs' hard negatives): HAE-DPO or plain DPO."""
     from editcaption.training.dpo import DPOJobConfig, run_dpo
 
     cfg = _load(config, DPOJobConfig, set_, resume=resume, output=output, name=name)
-    _run(run_dpo, cfg)
+    _run(run_dpo, cfg, "dpo", verbose)
 
 
 @app.command("merge")
@@ -69,50 +83,35 @@ def merge(
     console.print(f"[green]merged model written to[/green] {merge_lora(base, str(adapter), out, bf16=bf16)}")
 
 
-def _run(job: Any, cfg: Any) -> None:
+def _run(job: Any, cfg: Any, kind: str, verbose: bool) -> None:
+    from editcaption.joblog import log_path_for, run_job
     from editcaption.training.data import TrainingDataError
-    from editcaption.training.ray_train import RunExistsError
+    from editcaption.training.ray_train import RunExistsError, run_uri
 
+    clear_errors = (TrainingDataError, RunExistsError, FileNotFoundError)
+    log_path = log_path_for(run_uri(cfg), f"train-{kind}")
+    status = f"train {kind} {cfg.name!r}: {cfg.workers.num_workers} Ray Train worker(s)"
     try:
-        summary = job(cfg)
-    except (TrainingDataError, RunExistsError, FileNotFoundError) as e:
+        summary, log = run_job(lambda: job(cfg), log_path, verbose, status, expected=clear_errors)
+    except clear_errors as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
-    finally:
-        import ray
-
-        ray.shutdown()
     console.print_json(json.dumps(summary, default=str))
+    if log is not None:
+        console.print(f"log: {log}")
 
 
 def _load(path: Path, model: type, sets: list[str] | None, **top: Any) -> Any:
     import yaml
 
-    from editcaption.config import ConfigError, load_config
+    from editcaption.config import ConfigError, load_config, set_overrides
 
-    overrides: dict[str, Any] = {}
     try:
         base = yaml.safe_load(path.read_text()) if path.is_file() else {}
         base = base if isinstance(base, dict) else {}
-        for item in sets or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-            _assign(overrides, base, key.split("."), yaml.safe_load(value))
+        overrides = set_overrides(base, sets or [])
         overrides |= {k: v for k, v in top.items() if v not in (None, False)}
-        return load_config(path, model, overrides)
+        return load_config(path, model, overrides, resolve_paths=True)
     except (ConfigError, ValueError, yaml.YAMLError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
-
-
-def _assign(overrides: dict[str, Any], base: dict[str, Any], keys: list[str], value: Any) -> None:
-    """Set a dotted key in the top-level overrides, keeping the file's other nested values."""
-    head = keys[0]
-    if len(keys) == 1:
-        overrides[head] = value
-        return
-    nested = overrides.setdefault(head, dict(base.get(head) or {}))
-    if not isinstance(nested, dict):
-        raise ValueError(f"--set {'.'.join(keys)}: {head} is not a mapping")
-    _assign(nested, nested, keys[1:], value)

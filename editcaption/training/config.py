@@ -9,14 +9,20 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from editcaption.paths import ConfigPath, InputPath, ModelPath, OptionalOutputPath, OutputPath
+
 DEEPSPEED_PRESETS = ("zero2", "zero3", "zero3_offload")
+# A preset name, or a DeepSpeed JSON file (a path only then).
+DeepSpeedSetting = Annotated[str, ConfigPath("input", only_suffixes=(".json",))]
 # LoRA on the language model only: the vision tower's fused `qkv` is not a target, and vLLM could not
 # apply an adapter there anyway (the final model is merged).
 DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# The fused expert tensors of transformers 5's MoE blocks (Qwen3-VL-MoE, GLM-4.5V), as parameter-name suffixes.
+MOE_EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 class _Strict(BaseModel):
@@ -34,11 +40,28 @@ class LoraSettings(_Strict):
         description="Module names (list) or one regex; the default covers the language model's "
         "attention and MLP projections and nothing in the vision tower.",
     )
+    target_parameters: Literal["auto"] | list[str] = Field(
+        "auto",
+        description="Parameters LoRA wraps directly (PEFT's `target_parameters`, matched as name "
+        "suffixes): the fused expert tensors of MoE models, which transformers 5 keeps as 3-D parameters "
+        "that no `target_modules` entry reaches. `auto` targets `mlp.experts.gate_up_proj` and "
+        "`mlp.experts.down_proj` when the model has them (Qwen3-VL-MoE) and nothing otherwise; `[]` leaves "
+        "the experts frozen. PEFT wraps parameters only without dropout: MoE models need `dropout: 0`.",
+    )
     merge: bool = Field(
         True,
         description="Merge the adapter into the base weights for the final model (vLLM serves it as "
         "a plain checkpoint); false keeps only the adapter.",
     )
+
+    @model_validator(mode="after")
+    def _parameters_without_dropout(self) -> LoraSettings:
+        if isinstance(self.target_parameters, list) and self.target_parameters and self.dropout:
+            raise ValueError(
+                "target_parameters: PEFT cannot apply dropout to a wrapped parameter; set dropout: 0 "
+                "(or target_parameters: [] to leave the experts frozen)"
+            )
+        return self
 
 
 class WorkerSettings(_Strict):
@@ -71,11 +94,11 @@ class CheckpointSettings(_Strict):
 class TrainJobConfig(_Strict):
     """Fields shared by the SFT and DPO jobs."""
 
-    model: str = Field(description="Hub id or local folder of the Qwen3-VL checkpoint to start from.")
-    input: str = Field(description="Training data: a file or folder, local or object-store URI.")
-    output: str = Field(description="Where the final Hugging Face model (and processor) is written.")
+    model: ModelPath = Field(description="Hub id or local folder of the Qwen3-VL checkpoint to start from.")
+    input: InputPath = Field(description="Training data: a file or folder, local or object-store URI.")
+    output: OutputPath = Field(description="Where the final Hugging Face model (and processor) is written.")
     name: str = Field(description="Run name: Ray Train keeps checkpoints under `storage_path/name`.")
-    storage_path: str = Field(
+    storage_path: OutputPath = Field(
         "runs/train",
         description="Ray Train storage for checkpoints and results: a local folder (shared by all "
         "nodes on a cluster) or an object-store URI such as s3://bucket/train.",
@@ -99,7 +122,7 @@ class TrainJobConfig(_Strict):
         gt=0,
         description="Processor's pixel budget per image; bounds the image tokens of each sample.",
     )
-    deepspeed: str = Field(
+    deepspeed: DeepSpeedSetting = Field(
         "zero3",
         description="zero2, zero3 or zero3_offload (the JSON files shipped in "
         "editcaption/training/deepspeed/), `none`, or a path to a DeepSpeed JSON file.",
@@ -147,7 +170,7 @@ class TrainJobConfig(_Strict):
     seed: int = Field(0, description="Seed for data order, initialisation of adapters and dropout.")
     workers: WorkerSettings = Field(default_factory=WorkerSettings, description="Ray Train workers.")
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
-    scratch_dir: str | None = Field(
+    scratch_dir: OptionalOutputPath = Field(
         None,
         description="Node-local folder for checkpoints before Ray Train persists them; null uses the "
         "system temp folder.",
