@@ -195,6 +195,8 @@ def test_moe_zero3_with_leaf_modules_saves_the_published_layout(
 
 
 def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_local, tiny_model, sample_pairs_dir):
+    """With the reference precomputed: a Ray Data pass stores its log-probs, the workers hold no
+    reference model (tests/test_reference.py checks the numbers against TRL's)."""
     data = tmp_path / "prefs.parquet"
     pairs = preference_pairs(sample_pairs_dir)
     pq.write_table(pa.Table.from_pylist(pairs, schema=PreferencePair.arrow_schema()), data)
@@ -204,15 +206,28 @@ def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_local, tiny_model, samp
         hae={"severity_margins": {"critical": 1.0}, "hardness_weight": 0.5},
         sft_loss_weight=0.5,
         hard_negatives={"ratio": 1.0, "seed": 0},
+        precompute_reference=True,
     )
     result = run_dpo(cfg)
+    reference_pass = result["data"].pop("reference_pass")
     assert result["data"] == {"pairs": 2, "hard_negatives_added": 2, "rows": 4}
+    assert reference_pass["rows"] == 4
     metrics = result["metrics"]
     assert math.isfinite(metrics["loss"]) and metrics["step"] == 2
     assert any("margin" in k for k in metrics), sorted(metrics)
+    # The summary records the run's per-error-type margins under their own names: a job that trained
+    # with zero margins (plain DPO under the hae name) fails here. No hardness term is needed: every
+    # labelled type gets at least its type weight (defaults: orientation/viewpoint 0.5, attribute 0.25).
+    summary = json.loads((Path(cfg.output) / SUMMARY_NAME).read_text())["metrics"]
+    per_type = {k: v for k, v in summary.items() if k.startswith("run_mean/hae/") and k.endswith("/margin")}
+    assert per_type and all(v > 0 for v in per_type.values()), summary
+    assert summary["run_mean/hae/margin"] > 0 and "run_mean/rewards/margins" in summary
     assert_checkpoints(cfg, [1, 2])
     prepared = pq.read_table(Path(cfg.storage_path) / "dpo" / "prepared" / "dpo.parquet").to_pylist()
     assert sorted(r["origin"] for r in prepared) == ["hard_negative", "hard_negative", "human", "human"]
+    stored = pq.read_table(Path(cfg.storage_path) / "dpo" / "prepared" / "dpo-reference.parquet")
+    assert stored.column("pair_id").to_pylist() == [r["pair_id"] for r in prepared]
+    assert all(v < 0 for v in stored.column("ref_chosen_logps").to_pylist())  # summed log-probs
     assert (Path(cfg.output) / "model.safetensors").is_file()
 
 

@@ -45,7 +45,8 @@ class DPOJobConfig(TrainJobConfig):
     objective: Literal["hae", "sigmoid"] = Field(
         "hae",
         description="hae: HAE-DPO with per-pair margins from severity, error type and hardness; "
-        "sigmoid: TRL's standard DPO loss (the ablation).",
+        "sigmoid: TRL's standard DPO loss (the ablation), run as HAE-DPO with zero margins so that both "
+        "log per-error-type reward margins under the same names.",
     )
     beta: float = Field(0.1, gt=0, description="DPO temperature on the log-ratio difference.")
     hae: dict[str, Any] = Field(
@@ -84,24 +85,19 @@ def prepare_dpo_data(cfg: DPOJobConfig) -> tuple[str, dict[str, int]]:
 
 
 def trainer_classes(cfg: DPOJobConfig) -> tuple[type, type]:
-    """(config class, trainer class) for the objective; HAE-DPO's margin weights are checked by name."""
+    """(config class, trainer class): HAE-DPO's for both objectives, so both log the same per-error-type
+    metrics; plain DPO runs it with every margin weight 0, which is TRL's sigmoid DPO to the last digit
+    (tests/test_hae_dpo.py). HAE-DPO's margin weights are checked by name."""
     if {"loss_type", "loss_weights"} & set(cfg.hae):
         raise ValueError(
             "hae: set the chosen-answer NLL term with sft_loss_weight, not loss_type/loss_weights"
         )
-    if cfg.objective == "sigmoid":
-        if cfg.hae:
-            raise ValueError("hae: margin weights are only used with objective hae")
-        from trl import DPOConfig, DPOTrainer
-
-        return DPOConfig, DPOTrainer
+    if cfg.objective == "sigmoid" and cfg.hae:
+        raise ValueError("hae: margin weights are only used with objective hae")
     try:
         from editcaption.training.hae_dpo import HAEDPOConfig, HAEDPOTrainer
     except ImportError as e:
-        raise ValueError(
-            f"objective: hae needs editcaption.training.hae_dpo, which failed to import ({e}); "
-            "use objective: sigmoid"
-        ) from e
+        raise ValueError(f"DPO needs editcaption.training.hae_dpo, which failed to import ({e})") from e
     import dataclasses
 
     known = {f.name for f in dataclasses.fields(HAEDPOConfig)}
@@ -113,10 +109,14 @@ def trainer_classes(cfg: DPOJobConfig) -> tuple[type, type]:
 
 def objective_arguments(cfg: DPOJobConfig) -> dict[str, Any]:
     """The trainer-config fields that pick the loss: beta, HAE-DPO's margins, the loss terms."""
-    extra = dict(cfg.hae) if cfg.objective == "hae" else {}
+    extra = dict(cfg.hae) if cfg.objective == "hae" else dict(NO_MARGIN)
     extra["loss_type"] = ["sigmoid", "sft"] if cfg.sft_loss_weight else ["sigmoid"]
     extra["loss_weights"] = [1.0, cfg.sft_loss_weight] if cfg.sft_loss_weight else None
     return {"beta": cfg.beta, **extra}
+
+# Plain DPO as HAE-DPO with no margin: every weight 0 (labels then optional).
+NO_MARGIN = {"severity_margins": {}, "type_margins": {}, "hardness_weight": 0.0, "margin_cap": 0.0}
+
 
 
 def build_dpo_trainer(cfg: DPOJobConfig, data_uri: str, output_dir: str) -> DPOTrainer:

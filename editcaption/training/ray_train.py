@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 SUMMARY_NAME = "training_summary.json"
+RUN_MEAN_PREFIXES = ("hae/", "rewards/")  # logged metrics averaged over the run into the summary
 TENSORBOARD_DIR = "tensorboard"
 BuildTrainer = Callable[[TrainJobConfig, str, str], "Trainer"]
 
@@ -147,6 +148,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     save_final_model(trainer, cfg)
     summary = {
         **_numbers(result.metrics),
+        **run_means(trainer.state.log_history, RUN_MEAN_PREFIXES),
         "step": trainer.state.global_step,
         "resumed_from_step": resumed_from,
     }
@@ -243,6 +245,21 @@ class ReportCheckpoints(TrainerCallback):
             checkpoint=checkpoint,
             checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{state.global_step:07d}",
         )
+
+
+def run_means(log_history: list[dict[str, Any]], prefixes: tuple[str, ...]) -> dict[str, float]:
+    """Mean over every logging step of the logged metrics whose names start with one of `prefixes`.
+
+    Why: the trainer's final metrics hold only the loss and timings, and Ray Train's only the last
+    logging step's values; a run's per-error-type margins and reward margins are read over the whole
+    run (a HAE-DPO job that trained with zero margins shows it here).
+    """
+    values: dict[str, list[float]] = {}
+    for entry in log_history:
+        for key, value in _numbers(entry).items():
+            if key.startswith(prefixes):
+                values.setdefault(key, []).append(value)
+    return {f"run_mean/{key}": sum(v) / len(v) for key, v in values.items()}
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, float]:
