@@ -314,10 +314,33 @@ def _from_vllm_row(cfg: VLLMEngineConfig, row: dict[str, Any]) -> dict[str, Any]
         text,
         token_logprobs=logprobs,
         num_output_tokens=num_tokens,
-        # Ray 2.60's engine stage drops vLLM's finish_reason; a reply that used its whole budget was cut.
-        finish_reason="length" if num_tokens >= sampling["max_tokens"] else "stop",
+        finish_reason=_finish_reason(
+            cfg.model, row.get("generated_tokens"), num_tokens, sampling["max_tokens"]
+        ),
         reasoning=reasoning,
     )
+
+
+def _finish_reason(model: str, tokens: list[int] | None, num_tokens: int, max_tokens: int) -> str:
+    """Ray 2.60's engine stage drops vLLM's finish_reason: a reply that used its whole budget without
+    ending on an end-of-sequence token was cut."""
+    if num_tokens < max_tokens or (tokens and int(tokens[-1]) in _stop_ids(model)):
+        return "stop"
+    return "length"
+
+
+@functools.lru_cache(maxsize=4)
+def _stop_ids(model: str) -> frozenset[int]:
+    """The model's end-of-sequence ids: its generation config's, and its tokenizer's."""
+    from transformers import GenerationConfig
+
+    ids = {_tokenizer(model).eos_token_id}
+    try:
+        eos = GenerationConfig.from_pretrained(model).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = None
+    ids.update(eos if isinstance(eos, list) else [eos])
+    return frozenset(i for i in ids if i is not None)
 
 
 def _chosen_logprob(step: dict[Any, Any], token_id: int) -> float:
