@@ -25,13 +25,27 @@ console = Console(stderr=True)
 def fixtures_build(
     out: Annotated[Path, typer.Option(help="Folder to write the model, tokenizer and processor to.")],
     moe: Annotated[bool, typer.Option("--moe", help="Build the tiny Qwen3-VL-MoE instead.")] = False,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            help="Another production architecture: qwen3vl, qwen3vl-moe, qwen2.5vl (EditScore-7B's base), "
+            "glm4.1v or glm4.5v (the annotators)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
 ) -> None:
-    """Write a tiny random-weight Qwen3-VL (tokenizer trained locally; no network needed)."""
-    from editcaption.demo.tiny_models import build_tiny_qwen3vl
+    """Write a tiny random-weight checkpoint (tokenizer trained locally; no network needed): Qwen3-VL by
+    default, or the architecture, tokens and chat-template format of another production model."""
+    from editcaption.demo.tiny_families import FAMILIES, build_tiny_model
 
-    path = build_tiny_qwen3vl(out, seed=seed, moe=moe)
-    console.print(f"[green]wrote[/green] {'MoE ' if moe else ''}tiny Qwen3-VL to {path}")
+    name = family or ("qwen3vl-moe" if moe else "qwen3vl")
+    if name not in FAMILIES or (family and moe):
+        console.print(
+            f"[red]--family {family}{' with --moe' if moe else ''}: choose one of {', '.join(FAMILIES)}[/red]"
+        )
+        raise typer.Exit(2)
+    path = build_tiny_model(name, out, seed=seed)
+    console.print(f"[green]wrote[/green] tiny {name} ({FAMILIES[name].architecture}) to {path}")
 
 
 @fixtures_app.command("sample-pairs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,22 @@ def tiny_moe_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-qwen3vl-moe")
     build_tiny_qwen3vl(out, seed=0, moe=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_family_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`tiny_family_model("glm4.5v")`: the tiny checkpoint of a production architecture
+    (`editcaption.demo.tiny_families.FAMILIES`), built at most once per session."""
+    from editcaption.demo.tiny_families import build_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_model(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return built[family]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -160,9 +160,28 @@ def _corpus() -> list[str]:
     return lines
 
 
-def _train_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on the fixed corpus, with Qwen's special tokens as the first ids."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+def _train_tokenizer(
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    eos_token: str = "<|im_end|>",
+    pad_token: str = "<|endoftext|>",
+    chat_template: str = CHAT_TEMPLATE,
+    plain_tokens: Sequence[str] = (),
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on the fixed corpus, with a family's special tokens as the first ids.
+
+    `plain_tokens` are added whole but not special, so decoding keeps them, as published tokenizers
+    do for reasoning and answer markers such as `<think>` or `<|begin_of_box|>`.
+    """
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(byte_fallback=False))
@@ -176,17 +195,19 @@ def _train_tokenizer() -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer)
+    if plain_tokens:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain_tokens])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=list(SPECIAL_TOKENS),
-        chat_template=CHAT_TEMPLATE,
+        eos_token=eos_token,
+        pad_token=pad_token,
+        extra_special_tokens=list(special_tokens),
+        chat_template=chat_template,
         model_max_length=4096,
         clean_up_tokenization_spaces=False,
     )
