@@ -21,6 +21,8 @@ DeepSpeedSetting = Annotated[str, ConfigPath("input", only_suffixes=(".json",))]
 # LoRA on the language model only: the vision tower's fused `qkv` is not a target, and vLLM could not
 # apply an adapter there anyway (the final model is merged).
 DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# The fused expert tensors of transformers 5's MoE blocks (Qwen3-VL-MoE, GLM-4.5V), as parameter-name suffixes.
+MOE_EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 class _Strict(BaseModel):
@@ -38,11 +40,28 @@ class LoraSettings(_Strict):
         description="Module names (list) or one regex; the default covers the language model's "
         "attention and MLP projections and nothing in the vision tower.",
     )
+    target_parameters: Literal["auto"] | list[str] = Field(
+        "auto",
+        description="Parameters LoRA wraps directly (PEFT's `target_parameters`, matched as name "
+        "suffixes): the fused expert tensors of MoE models, which transformers 5 keeps as 3-D parameters "
+        "that no `target_modules` entry reaches. `auto` targets `mlp.experts.gate_up_proj` and "
+        "`mlp.experts.down_proj` when the model has them (Qwen3-VL-MoE) and nothing otherwise; `[]` leaves "
+        "the experts frozen. PEFT wraps parameters only without dropout: MoE models need `dropout: 0`.",
+    )
     merge: bool = Field(
         True,
         description="Merge the adapter into the base weights for the final model (vLLM serves it as "
         "a plain checkpoint); false keeps only the adapter.",
     )
+
+    @model_validator(mode="after")
+    def _parameters_without_dropout(self) -> LoraSettings:
+        if isinstance(self.target_parameters, list) and self.target_parameters and self.dropout:
+            raise ValueError(
+                "target_parameters: PEFT cannot apply dropout to a wrapped parameter; set dropout: 0 "
+                "(or target_parameters: [] to leave the experts frozen)"
+            )
+        return self
 
 
 class WorkerSettings(_Strict):

@@ -114,9 +114,9 @@ def objective_arguments(cfg: DPOJobConfig) -> dict[str, Any]:
     extra["loss_weights"] = [1.0, cfg.sft_loss_weight] if cfg.sft_loss_weight else None
     return {"beta": cfg.beta, **extra}
 
+
 # Plain DPO as HAE-DPO with no margin: every weight 0 (labels then optional).
 NO_MARGIN = {"severity_margins": {}, "type_margins": {}, "hardness_weight": 0.0, "margin_cap": 0.0}
-
 
 
 def build_dpo_trainer(cfg: DPOJobConfig, data_uri: str, output_dir: str) -> DPOTrainer:
@@ -141,7 +141,7 @@ def build_dpo_trainer(cfg: DPOJobConfig, data_uri: str, output_dir: str) -> DPOT
         args=args,
         train_dataset=load_rows(data_uri, cache),
         processing_class=load_processor(cfg),
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg, model),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from editcaption.training.config import TrainJobConfig
+from editcaption.training.config import MOE_EXPERT_PARAMETERS, TrainJobConfig
 
 if TYPE_CHECKING:
     import torch
@@ -118,18 +118,37 @@ def register_moe_leaves(model: torch.nn.Module, class_names: list[str] | None) -
     return sorted(c.__name__ for c in chosen)
 
 
-def lora_config(cfg: TrainJobConfig) -> LoraConfig | None:
+def lora_config(cfg: TrainJobConfig, model: torch.nn.Module) -> LoraConfig | None:
+    """PEFT's LoRA config for `model`: modules by `target_modules`, and the fused MoE expert tensors
+    by `target_parameters` (resolved against the model when `auto`)."""
     if cfg.finetune != "lora":
         return None
     from peft import LoraConfig
 
+    parameters = expert_parameters(model, cfg.lora.target_parameters)
+    if parameters and cfg.lora.dropout:
+        raise ValueError(
+            f"lora: the model's experts ({', '.join(parameters)}) are LoRA targets, and PEFT cannot apply "
+            "dropout to a wrapped parameter: set lora.dropout: 0 (or lora.target_parameters: [] to leave "
+            "the experts frozen)"
+        )
     return LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
         target_modules=cfg.lora.target_modules,
+        target_parameters=parameters or None,
         task_type="CAUSAL_LM",
     )
+
+
+def expert_parameters(model: torch.nn.Module, setting: str | list[str]) -> list[str]:
+    """The `target_parameters` for `model`: the setting's list, or under `auto` the fused expert tensor
+    suffixes that some parameter of the model ends with (none for a dense model)."""
+    if setting != "auto":
+        return list(setting)
+    names = [name for name, _ in model.named_parameters()]
+    return [suffix for suffix in MOE_EXPERT_PARAMETERS if any(n.endswith("." + suffix) for n in names)]
 
 
 def is_moe(model: torch.nn.Module) -> bool:

@@ -79,12 +79,13 @@ def build_sft_trainer(cfg: SFTJobConfig, data_uri: str, output_dir: str) -> SFTT
     args = SFTConfig(**trainer_kwargs(cfg, output_dir), completion_only_loss=True)
     rank = ray.train.get_context().get_world_rank()
     cache = os.path.join(output_dir, f"data-rank{rank}")
+    model = load_model(cfg)
     return SFTTrainer(
-        model=load_model(cfg),
+        model=model,
         args=args,
         train_dataset=load_rows(data_uri, cache),
         processing_class=load_processor(cfg),
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg, model),
     )
 
 
