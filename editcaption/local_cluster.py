@@ -1,0 +1,331 @@
+"""A Ray cluster of several nodes on one machine: a head and worker raylets started with `ray start`.
+
+The commands are the ones docs/cluster.md gives for a laptop; tests and `benchmarks/cluster.py` use this
+to run jobs on real separate raylets (custom resources standing for GPU node types, node loss by
+SIGKILL, the fake multi-node autoscaler). Everything here is private to one cluster, so it can run
+beside other Ray sessions on a shared machine:
+
+- its own ports (the GCS, the dashboard on loopback, each node's dashboard agent and Ray Client port are
+  free ports picked here; Ray's defaults 6379 / 8265 / 52365 / 10001 may belong to someone else);
+- its own temp dir (`--temp-dir`, and `RAY_TMPDIR` so no `ray_current_cluster` file elsewhere is read
+  or rewritten);
+- its own token (`RAY_AUTH_MODE=token`, a fresh `RAY_AUTH_TOKEN`): Ray 2.60 turns token auth on for a
+  head when `~/.ray/auth_token` exists but not for a joining node, which then cannot connect;
+- a marker in the environment of every process it starts, which their children inherit, so `stop()`
+  ends exactly this cluster's processes and never another Ray (`ray stop` would end them all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MARKER_ENV = "EDITCAPTION_LOCAL_CLUSTER"
+NODE_ENV = "EDITCAPTION_LOCAL_NODE"
+HEAD = "head"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class NodeSpec:
+    """One worker node: its name (for `kill_node`), logical CPUs and custom resources."""
+
+    name: str
+    num_cpus: float = 1
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+class LocalCluster:
+    """Head + worker raylets on this machine; `with LocalCluster(...) as cluster:` stops them after.
+
+    `head_cpus=0` keeps work off the head as on KubeRay (the head only runs drivers: job entrypoints,
+    the Ray Train controller, Serve's controller and proxy). `object_store_mb` is per node: each raylet
+    would otherwise reserve 30% of the machine's memory for its store.
+    """
+
+    def __init__(
+        self,
+        head_cpus: float = 0,
+        object_store_mb: int = 128,
+        env: dict[str, str] | None = None,
+        autoscaling_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:8]
+        # Short: Ray's Unix socket paths live under it and must stay under 108 bytes.
+        self.root = Path(tempfile.gettempdir()) / f"ecc-{self.id}"
+        self.object_store_bytes = object_store_mb * 1024 * 1024
+        self.head_cpus = head_cpus
+        self.autoscaling_config = autoscaling_config
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.token = secrets.token_hex(32)
+        self.nodes: list[str] = []
+        self._env = {
+            **os.environ,
+            **(env or {}),
+            # `python` in a job's entrypoint is this interpreter, as on a cluster image.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "RAY_TMPDIR": str(self.root),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            MARKER_ENV: self.id,
+            # A busy shared machine (CI beside a training run) starts processes slowly: Ray's defaults,
+            # 60 s for the dashboard and for a worker process to register, failed there.
+            "RAY_DASHBOARD_STARTUP_TIMEOUT_S": os.environ.get("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "600"),
+            "RAY_worker_register_timeout_seconds": os.environ.get(
+                "RAY_worker_register_timeout_seconds", "600"
+            ),
+            # Worker processes start when work needs them, not one idle one per logical CPU at start-up.
+            "RAY_enable_worker_prestart": "0",
+            "RAY_prestart_worker_first_driver": "0",
+        }
+        self._env.pop("RAY_ADDRESS", None)
+
+    # ------------------------------------------------------------------ addresses and clients
+
+    @property
+    def address(self) -> str:
+        """The GCS address drivers join (`ray.init(address=...)`)."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The Jobs API (`ray job submit --address ...`), on loopback only."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for a client process (`ray job submit`, `ray status`, a driver): the token, this
+        cluster's temp dir, and no RAY_ADDRESS inherited from elsewhere."""
+        return {k: v for k, v in self._env.items() if k not in (MARKER_ENV, NODE_ENV)}
+
+    # ------------------------------------------------------------------ starting
+
+    def start(self, workers: list[NodeSpec] = ()) -> LocalCluster:
+        """Start the head (dashboard on loopback), then each worker node, and wait until all joined."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            "--head",
+            f"--port={self.port}",
+            f"--num-cpus={self.head_cpus}",
+            f"--temp-dir={self.root / 'ray'}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+        ]
+        env = {}
+        if self.autoscaling_config is not None:
+            config = self.root / "autoscaling.yaml"
+            provider = {**self.autoscaling_config["provider"], "gcs_address": self.address}
+            config.write_text(json.dumps({**self.autoscaling_config, "provider": provider}))
+            cmd.append(f"--autoscaling-config={config}")
+            env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+        self._ray_start(HEAD, cmd, env)
+        for spec in workers:
+            self.add_node(spec)
+        return self
+
+    def add_node(self, spec: NodeSpec) -> None:
+        """Start one more worker raylet and wait until the cluster counts it."""
+        if spec.name in self.nodes or spec.name == HEAD:
+            raise ValueError(f"a node named {spec.name!r} already exists")
+        cmd = [f"--address={self.address}", f"--num-cpus={spec.num_cpus}"]
+        if spec.resources:
+            cmd.append(f"--resources={json.dumps(spec.resources)}")
+        before = len(self.alive_nodes())
+        self._ray_start(spec.name, cmd)
+        self._wait(lambda: len(self.alive_nodes()) > before, f"node {spec.name} to join", timeout_s=600)
+
+    def _ray_start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        cmd = [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            *args,
+            "--node-ip-address=127.0.0.1",
+            f"--object-store-memory={self.object_store_bytes}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--disable-usage-stats",
+        ]
+        log = self.root / f"ray-start-{name}.log"
+        with log.open("w") as out:
+            done = subprocess.run(
+                cmd,
+                env={**self._env, **(env or {}), NODE_ENV: name},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+            )
+        if done.returncode != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            self.stop()
+            raise RuntimeError(f"`ray start` for node {name} failed ({done.returncode}):\n{tail}")
+        self.nodes.append(name)
+
+    # ------------------------------------------------------------------ looking at it
+
+    def alive_nodes(self) -> list[dict[str, Any]]:
+        """The live nodes as the state API lists them (`node_id`, `resources_total`, `is_head_node`, ...)."""
+        return [n for n in self.state("nodes") if n["state"] == "ALIVE"]
+
+    def state(self, kind: str, **filters: str) -> list[dict[str, Any]]:
+        """Ray's state API (`nodes`, `actors`, `tasks`, ...), dead entries included; `filters` are equalities."""
+        params: list[tuple[str, Any]] = [("detail", 1), ("limit", 10_000)]
+        for key, value in filters.items():
+            params += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
+        return self.api(f"/api/v0/{kind}", params)["data"]["result"]["result"]
+
+    def api(self, path: str, params: Any = None) -> Any:
+        """GET a dashboard endpoint (state API, Jobs API, Serve API) with this cluster's token."""
+        import httpx
+
+        reply = httpx.get(
+            self.dashboard_url + path,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=60,
+        )
+        reply.raise_for_status()
+        return reply.json()
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit_job(
+        self,
+        entrypoint: list[str],
+        submission_id: str,
+        working_dir: Path,
+        env_vars: dict[str, str] | None = None,
+    ) -> str:
+        """`ray job submit --working-dir ... --no-wait -- <entrypoint>`, as docs/cluster.md runs jobs."""
+        cmd = [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            f"--address={self.dashboard_url}",
+            f"--submission-id={submission_id}",
+            "--working-dir=.",
+            f"--runtime-env-json={json.dumps({'env_vars': env_vars or {}})}",
+            "--no-wait",
+            "--",
+            *entrypoint,
+        ]
+        done = subprocess.run(
+            cmd, cwd=working_dir, env=self.client_env(), capture_output=True, text=True, timeout=600
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"`ray job submit` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return submission_id
+
+    def job(self, submission_id: str) -> dict[str, Any]:
+        """The Jobs API's record of a job: `status`, `driver_info` (its pid), `job_id`, times, message."""
+        return self.api(f"/api/jobs/{submission_id}")
+
+    def wait_job(self, submission_id: str, timeout_s: float = 900) -> dict[str, Any]:
+        """Wait until the job ends (SUCCEEDED, FAILED or STOPPED) and return its record."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            job = self.job(submission_id)
+            if job["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+                return job
+            time.sleep(1)
+        raise TimeoutError(
+            f"job {submission_id} still {job['status']} after {timeout_s} s:\n{self.job_logs(submission_id)[-4000:]}"
+        )
+
+    def job_logs(self, submission_id: str) -> str:
+        return self.api(f"/api/jobs/{submission_id}/logs")["logs"]
+
+    def node_id(self, node: str) -> str:
+        """The Ray node id of a node this object started (read from its raylet's command line)."""
+        cmdline = Path(f"/proc/{self.raylet_pid(node)}/cmdline").read_bytes().split(b"\0")
+        for arg in cmdline:
+            if arg.startswith(b"--node_id="):
+                return arg.split(b"=", 1)[1].decode()
+        raise LookupError(f"the raylet of {node!r} has no --node_id argument")
+
+    def pids(self, node: str | None = None) -> list[int]:
+        """Processes of this cluster (of one node's `ray start`, if named), found by their environment."""
+        wanted = [f"{MARKER_ENV}={self.id}".encode()]
+        if node is not None:
+            wanted.append(f"{NODE_ENV}={node}".encode())
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if all(w in environ for w in wanted):
+                found.append(int(proc.name))
+        return found
+
+    def raylet_pid(self, node: str) -> int:
+        """The raylet of a node this object started."""
+        for pid in self.pids(node):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
+                    return pid
+        raise LookupError(f"no raylet running for node {node!r}")
+
+    # ------------------------------------------------------------------ failures and stopping
+
+    def kill_node(self, node: str) -> float:
+        """SIGKILL a worker node's raylet (a lost machine); returns when it was killed (time.time())."""
+        if node == HEAD:
+            raise ValueError("kill a worker node, not the head")
+        os.kill(self.raylet_pid(node), signal.SIGKILL)
+        killed_at = time.time()
+        self.nodes.remove(node)
+        return killed_at
+
+    def stop(self, grace_s: float = 10) -> None:
+        """End every process of this cluster (SIGTERM, then SIGKILL), and remove its temp dir."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + grace_s
+        while self.pids() and time.time() < deadline:
+            time.sleep(0.5)
+        for _ in range(3):
+            left = self.pids()
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        self.nodes.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _wait(self, done: Any, what: str, timeout_s: float = 120) -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if done():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"gave up waiting for {what} after {timeout_s} s")
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
