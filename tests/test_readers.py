@@ -354,10 +354,11 @@ def test_exif_rotated_pair_reads_upright(corpus: BadCorpus) -> None:
 
 @pytest.fixture
 def s3(sample_pairs_dir: Path):
-    """A moto S3 server on localhost holding the sample pairs; yields fsspec storage_options."""
-    pytest.importorskip("s3fs")
-    server_module = pytest.importorskip("moto.server")
+    """A moto S3 server on localhost holding the sample pairs; yields fsspec storage_options. moto[server]
+    and s3fs are dev dependencies: without them this fails, it never skips."""
     import boto3
+    import moto.server as server_module
+    import s3fs  # noqa: F401 - the reader's s3:// filesystem
 
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
