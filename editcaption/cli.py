@@ -120,6 +120,7 @@ from editcaption.demo.cli import demo_command  # noqa: E402
 from editcaption.demo.quickstart import quickstart_command  # noqa: E402
 from editcaption.doctor import doctor_command  # noqa: E402
 from editcaption.evaluation.cli import eval_command  # noqa: E402
+from editcaption.planning.cli import plan_command  # noqa: E402
 from editcaption.review.cli import app as review_app  # noqa: E402
 from editcaption.serving.cli import serve_command  # noqa: E402
 from editcaption.synthesis.calibrate import calibrate_command  # noqa: E402
@@ -130,6 +131,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(checks_app, name="checks")
 app.command("eval")(eval_command)
 app.command("serve")(serve_command)
+app.command("plan")(plan_command)
 app.command("calibrate")(calibrate_command)
 app.command("demo")(demo_command)
 app.command("quickstart")(quickstart_command)

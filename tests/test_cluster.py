@@ -173,12 +173,25 @@ def rendered() -> dict[str, Any]:
 
 
 def _manifests(rendered: dict[str, Any]) -> dict[str, Any]:
-    return {name: doc for name, doc in rendered.items() if name.startswith("kuberay/")}
+    """The KubeRay documents (the model cache's PersistentVolumeClaim is core Kubernetes)."""
+    return {
+        name: doc
+        for name, doc in rendered.items()
+        if name.startswith("kuberay/") and doc["kind"] != "PersistentVolumeClaim"
+    }
 
 
 def test_every_kind_is_there(rendered: dict[str, Any]) -> None:
-    kinds = sorted(doc["kind"] for doc in _manifests(rendered).values())
-    assert kinds == ["RayCluster", "RayJob", "RayJob", "RayJob", "RayJob", "RayService"]
+    kinds = sorted(doc["kind"] for name, doc in rendered.items() if name.startswith("kuberay/"))
+    assert kinds == [
+        "PersistentVolumeClaim",
+        "RayCluster",
+        "RayJob",
+        "RayJob",
+        "RayJob",
+        "RayJob",
+        "RayService",
+    ]
     assert "launcher/editcaption-aws.yaml" in rendered
 
 
@@ -319,7 +332,8 @@ def test_the_endpoint_serves_a_valid_serve_config(rendered: dict[str, Any]) -> N
         for c in group["template"]["spec"]["containers"]
         for m in c.get("volumeMounts", [])
     ]
-    assert mounts.count(str(Path(args.auth.key_hashes_file).parent)) == 2, (
+    pods = 1 + len(service["rayClusterConfig"]["workerGroupSpecs"])
+    assert mounts.count(str(Path(args.auth.key_hashes_file).parent)) == pods, (
         "every node can read the key digests"
     )
 
@@ -356,3 +370,87 @@ def test_commands_in_the_cluster_docs_exist() -> None:
     assert len(commands) >= 6
     for line, argv in commands:
         _check_command_line(argv, f"docs/cluster.md: {line}")
+
+
+def _pods(cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    groups = [("head", cluster["headGroupSpec"])] + [(g["groupName"], g) for g in cluster["workerGroupSpecs"]]
+    return [(name, group["template"]["spec"]) for name, group in groups]
+
+
+def test_model_cache_is_a_shared_volume_at_hf_home_in_every_pod(rendered: dict[str, Any]) -> None:
+    """Weights land once in the ReadWriteMany claim, mounted where HF_HOME points in every Ray pod, never
+    on a container's own disk; the RayJobs' runtime env points there too."""
+    params = render.read_params(ROOT / "cluster" / "params.env")
+    claim = rendered["kuberay/model-cache.yaml"]
+    assert claim["apiVersion"] == "v1" and claim["metadata"]["name"] == params["MODEL_CACHE_PVC"]
+    assert (
+        claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        and claim["spec"]["resources"]["requests"]["storage"]
+    )
+    path = params["MODEL_CACHE_PATH"]
+    assert not path.startswith("/tmp")
+    for cluster in _clusters(rendered):
+        for name, pod in _pods(cluster):
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for container in pod["containers"]:
+                env = {e["name"]: e for e in container.get("env", [])}
+                assert env["HF_HOME"].get("value") == path, name
+                mounted = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+                volume = volumes[mounted[path]]
+                assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"], name
+    for name, doc in _manifests(rendered).items():
+        if doc["kind"] == "RayJob":
+            assert yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["env_vars"]["HF_HOME"] == path, name
+    options = rendered["launcher/editcaption-aws.yaml"]["docker"]["run_options"]
+    assert f"--env HF_HOME={path}" in options and any(o.endswith(f":{path}") for o in options)
+
+
+def _api_key_envs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["api_key_env"]} if isinstance(node.get("api_key_env"), str) else set()
+        return found.union(*(_api_key_envs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_api_key_envs(v) for v in node))
+    return set()
+
+
+def test_api_keys_come_from_a_secret_in_every_pod(rendered: dict[str, Any]) -> None:
+    """Every API key a shipped job config reads (the GLM annotator's, the eval judge's) reaches the head,
+    where a RayJob's driver checks it, and every worker, where the HTTP actors send it, through a
+    `secretKeyRef` to the Secret named in params.env; no key is written into a manifest."""
+    params = render.read_params(ROOT / "cluster" / "params.env")
+    configs = sorted((ROOT / "ray_jobs" / "configs").glob("*.yaml"))
+    needed = set().union(*(_api_key_envs(yaml.safe_load(c.read_text())) for c in configs)) - {
+        "OPENAI_API_KEY"
+    }
+    assert {"GLM_API_KEY", "GEMINI_API_KEY"} <= needed
+    eval_job = rendered["kuberay/rayjob-eval.yaml"]["spec"]["entrypoint"]
+    eval_config = yaml.safe_load((ROOT / re.search(r"ray_jobs/configs/\S+", eval_job).group(0)).read_text())
+    assert _api_key_envs(eval_config["judge"]) == {"GEMINI_API_KEY"}, "the eval RayJob's judge key"
+    for cluster in _clusters(rendered):
+        for name, pod in _pods(cluster):
+            for container in pod["containers"]:
+                env = {e["name"]: e for e in container.get("env", [])}
+                for key in needed:
+                    assert "value" not in env[key], f"{name}: {key} must not be written into the manifest"
+                    ref = env[key]["valueFrom"]["secretKeyRef"]
+                    assert (ref["name"], ref["key"]) == (params["MODEL_API_SECRET"], key), name
+
+
+def test_every_job_and_the_endpoint_fit_a_worker_group(rendered: dict[str, Any]) -> None:
+    """`editcaption plan`'s arithmetic on each RayJob's config against the RayCluster, and on both GPU
+    Serve configs against the RayService's cluster (its TP-8 config needs the gpu-8x group)."""
+    from editcaption.planning import cluster_from_manifest, fit, plan_config
+
+    batch = cluster_from_manifest(rendered["kuberay/raycluster.yaml"], "raycluster.yaml")
+    for name, doc in _manifests(rendered).items():
+        if doc["kind"] != "RayJob":
+            continue
+        config = ROOT / re.search(r"ray_jobs/configs/\S+", doc["spec"]["entrypoint"]).group(0)
+        result = fit(plan_config(config), batch)
+        assert result.ok, (name, result.problems)
+    serving = cluster_from_manifest(rendered["kuberay/rayservice.yaml"], "rayservice.yaml")
+    for config in ("captioner-qwen3vl-8b.yaml", "captioner-qwen3vl-235b-a22b.yaml"):
+        result = fit(plan_config(ROOT / "serve_configs" / config), serving)
+        assert result.ok, (config, result.problems)
+    assert any(g.gpus == 8 for g in serving.node_types)
