@@ -60,17 +60,28 @@ def fixtures_sample_pairs(
     console.print(f"[green]wrote[/green] {len(ids)} pairs to {out}")
 
 
+_SET = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config field, KEY=VALUE with a YAML value; dotted keys reach nested fields "
+        "(--set annotator.model=PATH --set annotator.tensor_parallel_size=8). Repeatable.",
+    ),
+]
+
+
 @app.command()
 def caption(
     config: Annotated[Path, typer.Option(help="Job YAML (see ray_jobs/configs/caption-demo.yaml).")],
     input: Annotated[str | None, typer.Option(help="Override the config's input URI.")] = None,
     output: Annotated[str | None, typer.Option(help="Override the config's output folder.")] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many pairs.")] = None,
+    set_: _SET = None,
 ) -> None:
     """Write instruction candidates for image pairs with one engine (no scoring); quarantine bad pairs."""
     from editcaption.synthesis.caption import CaptionJobConfig, run_caption_job
 
-    cfg = _load(config, CaptionJobConfig, {"input": input, "output": output, "limit": limit})
+    cfg = _load(config, CaptionJobConfig, {"input": input, "output": output, "limit": limit}, set_)
     try:
         summary = run_caption_job(cfg)
     finally:
@@ -92,24 +103,32 @@ def synthesize(
         bool,
         typer.Option("--verbose", help="Print everything Ray and vLLM print instead of one progress line."),
     ] = False,
+    set_: _SET = None,
 ) -> None:
     """Stage 1: caption → EditScore → filter → route → SFT dataset, exports, review queue and report."""
     from editcaption.progress import run_synthesis_job
     from editcaption.synthesis.job import SynthesisConfig
 
-    cfg = _load(config, SynthesisConfig, {"input": input, "output": output, "limit": limit})
+    cfg = _load(config, SynthesisConfig, {"input": input, "output": output, "limit": limit}, set_)
     summary, log_path = run_synthesis_job(cfg, verbose=verbose)
     keys = ("pairs", "kept", "filtered", "quarantined", "routed_to_review", "seconds", "pairs_per_s")
     console.print_json(json.dumps({k: summary[k] for k in keys}))
     console.print(f"outputs and report.md in {cfg.output}" + (f"; log: {log_path}" if log_path else ""))
 
 
-def _load(path: Path, model: type, overrides: dict) -> Any:
-    from editcaption.config import ConfigError, load_config
+def _load(path: Path, model: type, overrides: dict, sets: list[str] | None = None) -> Any:
+    """The config with `--set` items applied first, then the named options (which win)."""
+    import yaml
+
+    from editcaption.config import ConfigError, load_config, set_overrides
 
     try:
+        if sets:
+            base = yaml.safe_load(path.read_text()) if path.is_file() else {}
+            named = {k: v for k, v in overrides.items() if v is not None}
+            overrides = {**set_overrides(base if isinstance(base, dict) else {}, sets), **named}
         return load_config(path, model, overrides, resolve_paths=True)
-    except ConfigError as e:
+    except (ConfigError, yaml.YAMLError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import yaml
 
-GIB = 2**30
 # CUDA context, vLLM's activations and sampler scratch, per GPU.
 VLLM_RUNTIME_GB = 2.0
 # A vLLM engine actor in a grouped stage (synthesis, eval) or a Serve replica reserves one CPU; the
@@ -484,39 +483,41 @@ def cluster_from_manifest(doc: dict[str, Any], source: str) -> Cluster:
     return Cluster(name, source, tuple(types))
 
 
-def shipped_cluster(for_serve: bool, params: Path | None = None) -> Cluster:
-    """The shipped KubeRay cluster a config runs on: the RayService's for Serve configs, else the
-    RayCluster the RayJobs select; both rendered with `cluster/params.env` (or `params`)."""
+CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
+
+
+def _render(path: Path, params: Path | None) -> dict[str, Any]:
+    """A manifest with its ${NAME} placeholders filled by `cluster/render.py` (the same renderer
+    `python cluster/render.py` runs) from `params` (default: cluster/params.env)."""
     import importlib.util
 
-    root = Path(__file__).resolve().parents[2] / "cluster"
-    renderer = root / "render.py"
+    renderer = CLUSTER_DIR / "render.py"
     if not renderer.is_file():
-        raise PlanError(f"no cluster/ folder beside the package ({root}); pass --cluster MANIFEST")
+        raise PlanError(f"no cluster/render.py beside the package ({CLUSTER_DIR}) to fill {path}")
     spec = importlib.util.spec_from_file_location("editcaption_cluster_render", renderer)
     render = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(render)  # type: ignore[union-attr]
-    values = render.read_params(params or root / "params.env")
-    manifest = root / "kuberay" / ("rayservice.yaml" if for_serve else "raycluster.yaml")
-    doc = yaml.safe_load(render.render(manifest.read_text(), values, manifest.name))
-    return cluster_from_manifest(
-        doc, f"{manifest.relative_to(root.parent)} with {params or 'cluster/params.env'}"
-    )
+    values = render.read_params(params or CLUSTER_DIR / "params.env")
+    return yaml.safe_load(render.render(path.read_text(), values, path.name))
+
+
+def shipped_cluster(for_serve: bool, params: Path | None = None) -> Cluster:
+    """The shipped KubeRay cluster a config runs on: the RayService's for Serve configs, else the
+    RayCluster the RayJobs select; both rendered with `cluster/params.env` (or `params`)."""
+    manifest = CLUSTER_DIR / "kuberay" / ("rayservice.yaml" if for_serve else "raycluster.yaml")
+    if not manifest.is_file():
+        raise PlanError(f"no shipped manifest at {manifest}; pass --cluster MANIFEST")
+    source = f"cluster/kuberay/{manifest.name} with {params or 'cluster/params.env'}"
+    return cluster_from_manifest(_render(manifest, params), source)
 
 
 def cluster_from_file(path: Path, params: Path | None = None) -> Cluster:
-    """A RayCluster or RayService manifest; templates (with ${NAME}) are rendered with the params."""
+    """A RayCluster or RayService manifest; a template (with ${NAME}) is rendered with the params."""
+    if not path.is_file():
+        raise PlanError(f"cluster manifest not found: {path}")
     text = path.read_text()
-    if "${" in text:
-        import importlib.util
-
-        renderer = Path(__file__).resolve().parents[2] / "cluster" / "render.py"
-        spec = importlib.util.spec_from_file_location("editcaption_cluster_render", renderer)
-        render = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(render)  # type: ignore[union-attr]
-        values = render.read_params(params or renderer.parent / "params.env")
-        text = render.render(text, values, path.name)
-    return cluster_from_manifest(yaml.safe_load(text), str(path))
+    doc = _render(path, params) if "${" in text else yaml.safe_load(text)
+    return cluster_from_manifest(doc, str(path))
 
 
 def cluster_from_ray(address: str) -> Cluster:
