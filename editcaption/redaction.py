@@ -38,9 +38,12 @@ _MIN_SECRET_CHARS = 6  # shorter environment values would mask ordinary words
 # scheme://user:password@ — the password may hold '@' but not '/', whitespace or quotes
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/\s@'\"]*):[^/\s'\"]*@")
 _QUERY_PARAM = re.compile(r"(?P<head>[?&;](?P<name>[^=&#\s?;]+)=)(?P<value>[^&#\s'\";]*)")
-_NAME_VALUE = re.compile(
-    r"(?P<head>(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)[\"']?\s*[=:]\s*[\"']?)"
-    r"(?P<value>[^\s\"',;&}\]]+)"
+_NAME_VALUE = re.compile(  # name=value, "name": value (JSON), and name: value starting a line (YAML)
+    r"(?P<head>(?<![A-Za-z0-9_.\-])(?P<eq>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*[\"']?"
+    r"|\"(?P<json>[A-Za-z_][A-Za-z0-9_.\-]*)\"\s*:\s*\"?"
+    r"|^[ \t\-]*(?P<yaml>[A-Za-z_][A-Za-z0-9_.\-]*):[ \t]+[\"']?)"
+    r"(?P<value>[^\s\"',;&}\]]+)",
+    re.MULTILINE,
 )
 _BEARER = re.compile(r"(?P<head>\b[Bb]earer\s+)[A-Za-z0-9._~+/=\-]{4,}")
 
@@ -80,8 +83,12 @@ def redact_text(text: str) -> str:
     return _NAME_VALUE.sub(_masked_if_secret, text)
 
 
+_SCHEMES = {MASK, "bearer", "basic", "token"}  # `Authorization: Bearer ***`: the scheme is no secret
+
+
 def _masked_if_secret(match: re.Match[str]) -> str:
-    if is_secret_name(match["name"]) and match["value"] != MASK:
+    name = next(n for n in (match.groupdict().get(k) for k in ("name", "eq", "json", "yaml")) if n)
+    if is_secret_name(name) and match["value"].lower() not in _SCHEMES:
         return match["head"] + MASK
     return match[0]
 

@@ -26,6 +26,24 @@ def test_secrets_in_text_are_masked(text: str, secret: str) -> None:
     assert secret not in out and MASK in out
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "missing or wrong CSRF token: reload the page and try again",
+        "missing API key: send `Authorization: Bearer <key>`",
+        "the Authorization header must be `Bearer <key>`",
+        "this API key used its 2 requests per minute; retry later",
+    ],
+)
+def test_prose_about_secrets_is_left_alone(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_yaml_lines_with_secret_names_are_masked() -> None:
+    text = "engine:\n  api_key: sk-abcdef123\n  max_tokens: 4\n- password: 'hunter2hunter'\n"
+    assert redact_text(text) == "engine:\n  api_key: ***\n  max_tokens: 4\n- password: '***'\n"
+
+
 def test_ordinary_text_is_left_alone() -> None:
     text = (
         "max_tokens: 48\napi_key_env: OPENAI_API_KEY\nhttp://127.0.0.1:8000/v1 key_hashes_file: keys.sha256"

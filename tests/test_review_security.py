@@ -1,5 +1,7 @@
 """The review app under attack, over HTTP (uvicorn in a thread, SQLite): password guessing is throttled
-per account and per client address (429 + Retry-After) and the lock ends on its own or by `user unlock`;
+per account and per client address (429 + Retry-After) and the lock ends on its own or by `user unlock`
+(the app runs on a clock the test moves, so a window passes without waiting and a slow machine cannot
+let failures expire early);
 X-Forwarded-For counts only from a trusted proxy; sessions are server-side (no fixation, logout and
 password changes end them); and every audited action lands in the audit table and its JSON lines.
 """
@@ -7,7 +9,6 @@ password changes end them); and every audited action lands in the audit table an
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +26,21 @@ from editcaption.review.testing import running_app, write_review_queue
 
 pytestmark = pytest.mark.slow  # servers on loopback
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # argon2 at a test-friendly cost
-WINDOW_S = 2.0
+WINDOW_S = 900.0
 USERS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password", "root": "root-password"}
+
+
+class Clock:
+    """UTC time that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 def _cli(*args: str, input: str | None = None) -> str:
@@ -45,9 +59,14 @@ def store_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def base(store_url: str) -> Iterator[str]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def base(store_url: str, clock: Clock) -> Iterator[str]:
     limits = LoginLimits(max_failures_per_account=5, max_failures_per_address=12, window_s=WINDOW_S)
-    with running_app(ReviewAppConfig(store=store_url, login_limits=limits)) as url:
+    with running_app(ReviewAppConfig(store=store_url, login_limits=limits), clock=clock) as url:
         yield url
 
 
@@ -62,7 +81,9 @@ def _login(client: httpx.Client, name: str, password: str, **headers: str) -> ht
     )
 
 
-def test_twenty_wrong_passwords_get_429_before_the_tenth_and_the_lock_ends_with_the_window(base: str) -> None:
+def test_twenty_wrong_passwords_get_429_before_the_tenth_and_the_lock_ends_with_the_window(
+    base: str, clock: Clock
+) -> None:
     with _client(base) as client:
         replies = [_login(client, "alice", f"guess-{i}") for i in range(20)]
         codes = [r.status_code for r in replies]
@@ -72,7 +93,9 @@ def test_twenty_wrong_passwords_get_429_before_the_tenth_and_the_lock_ends_with_
         locked = _login(client, "alice", USERS["alice"])  # the right password is refused unchecked
         assert locked.status_code == 429
         assert _login(client, "bob", USERS["bob"]).status_code == 200  # other accounts are not locked
-        time.sleep(float(locked.headers["retry-after"]) + 0.1)
+        clock.advance(int(locked.headers["retry-after"]) - 2)
+        assert _login(client, "alice", USERS["alice"]).status_code == 429  # not yet
+        clock.advance(2)
         assert _login(client, "alice", USERS["alice"]).status_code == 200
 
 
@@ -91,10 +114,10 @@ def test_one_address_guessing_many_accounts_is_throttled_and_forged_forwarding_d
     assert refusal["address"] == "127.0.0.1" and refusal["detail"]["scope"] == "address"
 
 
-def test_forwarded_for_is_believed_from_a_trusted_proxy_only(store_url: str) -> None:
+def test_forwarded_for_is_believed_from_a_trusted_proxy_only(store_url: str, clock: Clock) -> None:
     limits = LoginLimits(max_failures_per_account=50, max_failures_per_address=3, window_s=60)
     config = ReviewAppConfig(store=store_url, login_limits=limits, trusted_proxies=["127.0.0.0/8"])
-    with running_app(config) as base, _client(base) as client:
+    with running_app(config, clock=clock) as base, _client(base) as client:
         behind = {"X-Forwarded-For": "6.6.6.6, 198.51.100.1"}  # a forged entry, then what the proxy saw
         assert [_login(client, "bob", "nope-nope", **behind).status_code for _ in range(4)] == [401] * 3 + [
             429
@@ -144,7 +167,9 @@ def test_sessions_are_new_at_login_and_end_on_logout_and_password_change(base: s
     assert ("password.change", "alice") in actions and actions[-1][0] == "user.password_reset"
 
 
-def test_every_audited_action_is_in_the_table_and_the_json_lines(store_url: str, tmp_path: Path) -> None:
+def test_every_audited_action_is_in_the_table_and_the_json_lines(
+    store_url: str, tmp_path: Path, clock: Clock
+) -> None:
     run = tmp_path / "run"
     write_review_queue(run / "review_queue.parquet", 3)
     _cli(
@@ -161,7 +186,12 @@ def test_every_audited_action_is_in_the_table_and_the_json_lines(store_url: str,
     )
     limits = LoginLimits(max_failures_per_account=5, max_failures_per_address=50, window_s=600)
     config = ReviewAppConfig(store=store_url, login_limits=limits)
-    with running_app(config) as base, _client(base) as carol, _client(base) as root, _client(base) as guesser:
+    with (
+        running_app(config, clock=clock) as base,
+        _client(base) as carol,
+        _client(base) as root,
+        _client(base) as guesser,
+    ):
         assert _login(carol, "carol", "wrong-password").status_code == 401
         assert _login(carol, "carol", USERS["carol"]).status_code == 200
         token = carol.get("/login").json()["csrf_token"]

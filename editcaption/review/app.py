@@ -14,9 +14,10 @@ anyone else gets pages; either way a bad request is a 4xx with the reason.
 import math
 import secrets
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -124,8 +125,10 @@ class HTTPError(Exception):
         self.status, self.reason = status, reason
 
 
-def create_app(config: ReviewAppConfig) -> FastAPI:
-    store = Store(config.store)
+def create_app(config: ReviewAppConfig, clock: Callable[[], datetime] | None = None) -> FastAPI:
+    """The app on `config.store`; `clock` (UTC) replaces the wall clock for sessions, the audit log and
+    login throttling (tests move it instead of waiting out a window)."""
+    store = Store(config.store, clock=clock)
     proxies = parse_networks(config.trusted_proxies)
     signer = URLSafeTimedSerializer(store.secret(), salt="editcaption-review-session")
     max_age = int(config.session_hours * 3600)

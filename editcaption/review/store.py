@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,7 +60,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from editcaption.redaction import redact_text
+from editcaption.redaction import redact, redact_text
 from editcaption.review.tasks import TASK_KINDS, BadResult, validate_payload, validate_result
 
 _BATCH = 500  # items per insert transaction
@@ -276,12 +276,15 @@ class Store:
         create: bool = True,
         hasher: PasswordHasher | None = None,
         audit_file: str | Path | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         """`hasher` sets the argon2 cost of new passwords (default: argon2-cffi's recommended one);
         verifying always uses the cost stored in each hash. `audit_file` receives every audit entry as
         a JSON line; default: $EDITCAPTION_REVIEW_AUDIT_LOG, else `<name>.audit.jsonl` beside a SQLite
-        store's file, else none (the table alone)."""
+        store's file, else none (the table alone). `clock` (UTC) times audit entries, sessions and
+        login windows (tests move it instead of waiting)."""
         self.url = url
+        self.clock = clock or _now
         self.hasher = hasher or _HASHER
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _make_engine(url)
@@ -416,7 +419,7 @@ class Store:
     def open_session(self, user_id: int, hours: float, *, replaces: str | None = None) -> str:
         """A new session token for the user (never the one the browser had: no fixation); `replaces`
         (the browser's previous token) ends, and so do every user's expired sessions."""
-        token, now = secrets.token_urlsafe(32), _now()
+        token, now = secrets.token_urlsafe(32), self.clock()
         with self._write() as s:
             s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
             if replaces:
@@ -434,7 +437,7 @@ class Store:
     def session_user(self, token: str) -> UserInfo | None:
         """The user of a live session; None for an unknown, ended or expired token."""
         with self.engine.connect() as conn:
-            row = conn.execute(_SESSION_USER, {"token": _token_hash(token), "now": _now()}).first()
+            row = conn.execute(_SESSION_USER, {"token": _token_hash(token), "now": self.clock()}).first()
         return UserInfo(id=row[0], name=row[1], is_admin=row[2]) if row is not None else None
 
     def close_session(self, token: str) -> None:
@@ -470,13 +473,13 @@ class Store:
     ) -> None:
         """Append an audit entry (actor defaults to the local account running the command)."""
         entry = {
-            "at": _now(),
+            "at": self.clock(),
             "action": action,
             "actor": actor or local_actor(),
             "target": target,
             "address": address,
             "rows": rows,
-            "detail": json.loads(redact_text(json.dumps(detail))) if detail else None,
+            "detail": redact(detail) if detail else None,
         }
         with self._write_conn() as conn:
             entry["id"] = conn.execute(insert(AuditEntry).returning(AuditEntry.id), entry).scalar_one()
@@ -519,7 +522,7 @@ class Store:
         """Whether a login for `name` from `address` is refused unchecked, counted from the audit log:
         failures within the window, after the latest success or unlock of the account (or unlock of
         the address)."""
-        now = (now or _now()).astimezone(UTC)
+        now = (now or self.clock()).astimezone(UTC)
         window = timedelta(seconds=limits.window_s)
         scopes = [("account", AuditEntry.target, name, limits.max_failures_per_account, _ACCOUNT_RESETS)]
         if address:

@@ -16,8 +16,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from editcaption.review.app import ReviewAppConfig, create_app
@@ -30,14 +31,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(config: ReviewAppConfig, timeout: float = 30.0) -> Iterator[str]:
-    """The app's base URL while it runs; stopped (and its store closed) on exit."""
+def running_app(
+    config: ReviewAppConfig, timeout: float = 30.0, clock: Callable[[], datetime] | None = None
+) -> Iterator[str]:
+    """The app's base URL while it runs; stopped (and its store closed) on exit. `clock`: see `create_app`."""
     import uvicorn
 
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            create_app(config, clock),
             host="127.0.0.1",
             port=port,
             log_level="warning",
