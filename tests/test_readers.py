@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from bad_pairs import MARKER, POLICY, BadCorpus, build_bad_corpus
 from PIL import Image
+from published_layouts import write_bytemorph_bench
 
 from editcaption.images import decode_image
 from editcaption.io import (
@@ -213,6 +214,33 @@ def test_bytemorph_halves(formats: dict[str, Path], samples: dict[str, dict[str,
         assert row["reference_instruction"] == s["instruction"]
         assert row["category"] == ("from-json" if index % 2 else s["category"])
         assert row["source_uri"].endswith(f"{pid}.png#left")
+
+
+@pytest.fixture(scope="module")
+def published(
+    tmp_path_factory: pytest.TempPathFactory, samples: dict[str, dict[str, Any]]
+) -> dict[str, Path]:
+    """The sample pairs as a dataset-hub snapshot of ByteMorph-Bench (`published_layouts`); record by
+    record, the published layouts are tested without Ray in `tests/test_published_layouts.py`."""
+    root = tmp_path_factory.mktemp("published")
+    items = [{**s, "id": pid} for pid, s in samples.items()]
+    return {"bm-bench": write_bytemorph_bench(root / "bm-bench", items)}
+
+
+def test_bytemorph_bench_parquet_as_published(
+    published: dict[str, Path], samples: dict[str, dict[str, Any]]
+) -> None:
+    """Auto-detected from the hub snapshot folder, a split file, or named explicitly: image_id is the
+    pair id, edit_prompt the reference instruction, edit_type the category."""
+    snapshot = published["bm-bench"]
+    one_file = snapshot / "data" / "test-00001-of-00002.parquet"  # the second half: 15 of 30
+    assert detect_format(str(snapshot)) == detect_format(str(one_file)) == "bytemorph"
+    for uri, fmt in ((snapshot, "auto"), (snapshot, "bytemorph"), (snapshot / "data", "bytemorph")):
+        rows = by_id(read_pairs(str(uri), fmt))
+        assert_samples(rows, samples, "bytemorph")
+        for index, (pid, s) in enumerate(samples.items()):
+            assert rows[pid]["category"] == f"{index % 5}_{s['category']}"
+    assert len(by_id(read_pairs(str(one_file)))) == SAMPLE_COUNT - 15
 
 
 def test_webdataset_shards(formats: dict[str, Path], samples: dict[str, dict[str, Any]]) -> None:

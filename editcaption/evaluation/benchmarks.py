@@ -1,8 +1,9 @@
 """Benchmarks for the eval job: which pairs of which dataset, sampled and sharded reproducibly.
 
-A benchmark reuses the pair readers (`editcaption.io`): HQ-Edit Parquet, ByteMorph-Bench side-by-side
-PNGs (whose category is one of its five motion types, kept as a breakdown), or "Eval-N", any pair
-folder or manifest with optional reference instructions and categories (the paper's Eval-400 is one).
+A benchmark reuses the pair readers (`editcaption.io`): HQ-Edit Parquet, ByteMorph-Bench (the
+published Parquet, or side-by-side PNGs; its category, one of five motion types, is kept as a
+breakdown), or "Eval-N", any pair folder or manifest with optional reference instructions and
+categories (the paper's Eval-400 is one).
 Sampling and sharding key on a hash of the seed and the pair id, not on read order, so the same
 config picks the same pairs on any machine, and the shards of one sample are disjoint and complete.
 """
@@ -51,8 +52,9 @@ class BenchmarkConfig(BaseModel):
 
     name: str = Field(description="The benchmark's label in every table (e.g. eval-400, bytemorph-bench).")
     format: BenchmarkFormat = Field(
-        description="hqedit (Parquet), bytemorph (side-by-side PNG + JSON), or eval-n (a pair folder or "
-        "manifest; `meta.json` / manifest `instruction` and `category` give references and categories)."
+        description="hqedit (Parquet), bytemorph (the published Parquet, or side-by-side PNG + JSON), or "
+        "eval-n (a pair folder or manifest; `meta.json` / manifest `instruction` and `category` give "
+        "references and categories)."
     )
     uri: InputPath = Field(description="Local path or object-store URI of the benchmark.")
     sample_size: int | None = Field(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pyarrow.parquet as pq
 
+from editcaption.io.bytemorph import PARQUET_IMAGES as BYTEMORPH_IMAGES
 from editcaption.io.bytemorph import ByteMorphPairReader
 from editcaption.io.folder import FolderPairReader
 from editcaption.io.fs import open_fs
@@ -94,6 +95,9 @@ def detect_format(uri: str, storage_options: dict[str, Any] | None = None) -> st
         return "bytemorph"
     for folder in folders[:_SUBFOLDERS_PROBED]:
         inner = fs.ls(folder, detail=False)
+        inner_parquets = sorted(f for f in inner if f.endswith(".parquet"))
+        if inner_parquets:  # a dataset-hub snapshot: README.md + data/<split>-*.parquet
+            return _parquet_format(fs, inner_parquets[0], uri)
         if any(posixpath.basename(f).split(".", 1)[0] in ("source", "target") for f in inner):
             return "folder"
         if _is_side_by_side(inner):
@@ -111,6 +115,8 @@ def _parquet_format(fs: Any, path: str, uri: str) -> str:
         columns = set(pq.read_schema(f).names)
     if set(IMAGE_COLUMNS) <= columns:
         return "hqedit"
+    if set(BYTEMORPH_IMAGES) <= columns:
+        return "bytemorph"
     if {"source", "source_b64"} & columns:
         return "manifest"
     raise ValueError(_unclear(uri, f"Parquet with columns {sorted(columns)}"))
