@@ -195,3 +195,27 @@ def test_judge_self_consistency() -> None:
     assert result["mean_abs_deviation"] == pytest.approx((0 + 1 + 2 / 3) / 3)
     assert judge_self_consistency([[5]])["mean_abs_deviation"] is None
     assert percent_agreement([["correct", "correct", "minor_error"]]) == pytest.approx(1 / 3)
+
+
+def test_seed_pair_bootstrap_carries_the_seed_spread_and_the_pair_count():
+    from editcaption.evaluation.metrics import seed_pair_bootstrap
+
+    rng = np.random.default_rng(0)
+    pairs = (rng.random(300) < 0.3).astype(float)
+    same = np.tile(pairs, (5, 1))  # five seeds that agree on every pair
+    spread = np.stack([np.roll(pairs, 0)] + [(rng.random(300) < p).astype(float) for p in (0.1, 0.2, 0.4, 0.5)])
+    est, low, high = seed_pair_bootstrap(same)
+    assert est == pytest.approx(pairs.mean()) and low < est < high
+    est2, low2, high2 = seed_pair_bootstrap(spread)
+    assert est2 == pytest.approx(spread.mean())
+    assert (high2 - low2) > 1.5 * (high - low)  # seeds that disagree widen the interval
+    # A ratio: variants preferred per pair over variants per pair.
+    est3, low3, high3 = seed_pair_bootstrap(same, np.full(300, 2.0))
+    assert est3 == pytest.approx(pairs.mean() / 2) and low3 < est3 < high3
+    # A paired difference that is always positive has an interval above zero.
+    est4, low4, _ = seed_pair_bootstrap(np.abs(spread - same) + 0.01)
+    assert low4 > 0
+    with pytest.raises(ValueError, match="seeds, pairs"):
+        seed_pair_bootstrap(pairs)
+    with pytest.raises(ValueError, match="NaN"):
+        seed_pair_bootstrap(np.full((2, 3), np.nan))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from typer.testing import CliRunner
@@ -18,6 +19,7 @@ from editcaption.demo.pipeline import (
 from editcaption.demo.records import (
     PERCEPTUAL_REPLY,
     SEVERITY_SCORES,
+    VERDICTS,
     preference_records,
     scorer_conversations,
     semantic_reply,
@@ -108,10 +110,9 @@ def _scored(pair, draft) -> Score | None:
     aggregation (what `score_candidates` does with a real model's replies)."""
     if draft is None:
         return None
-    severity = next((v.severity for v in pair.variants if v.text == draft), None)
-    return aggregate_editscore(
-        pair.pair_id, "0", "rule", [semantic_reply(pair.instruction, severity)], [PERCEPTUAL_REPLY], 25
-    )
+    variant = next((v for v in pair.variants if v.text == draft), None)
+    reply = semantic_reply(variant.kind, variant.severity) if variant else semantic_reply(None, None)
+    return aggregate_editscore(pair.pair_id, "0", "rule", [reply], [PERCEPTUAL_REPLY], 25)
 
 
 def test_filter_keeps_well_scored_unlinted_drafts_and_refines_the_routed_share():
@@ -161,27 +162,34 @@ def test_filter_keeps_well_scored_unlinted_drafts_and_refines_the_routed_share()
     assert len(prefs) == sum(len(p.variants) for p in refined)
 
 
-def test_scorer_conversations_teach_scores_by_severity():
-    pairs = list(generate(200, WorldConfig(seed=4)))
+def test_scorer_conversations_teach_verdicts_and_scores_by_severity():
+    pairs = list(generate(300, WorldConfig(seed=4)))
     rows = scorer_conversations(pairs, seed=1)
     assert len(rows) == len(pairs)
     perceptual = [r for r in rows if len(r["images"]) == 1]
-    assert 10 < len(perceptual) < 60  # ~15%
+    assert 20 < len(perceptual) < 70  # ~15%
     by_id = {p.pair_id: p for p in pairs}
     seen = set()
     for r in rows:
-        reply = parse_score_reply(r["messages"][-1]["content"][0]["text"], 25).scores
+        text = r["messages"][-1]["content"][0]["text"]
+        reply = parse_score_reply(text, 25).scores
         if len(r["images"]) == 1:
             assert reply == (25, 25)
             continue
         pair = by_id[r["pair_id"]]
         user = r["messages"][1]["content"][2]["text"]
         candidate = user.split("<instruction>")[1].split("</instruction>")[0]
-        severity = next((v.severity for v in pair.variants if v.text == candidate), None)
-        assert candidate == pair.instruction or severity is not None
+        variant = next((v for v in pair.variants if v.text == candidate), None)
+        if candidate == pair.instruction:
+            kind, severity = None, None
+        elif variant is not None:
+            kind, severity = variant.kind, variant.severity
+        else:  # another pair's instruction
+            kind, severity = "unrelated", "critical"
         assert reply == (SEVERITY_SCORES[severity], 25)
-        seen.add(severity)
-    assert seen == {None, "minor", "major", "critical"}
+        assert json.loads(text)["reasoning"] == VERDICTS[kind]
+        seen.add(kind)
+    assert {None, "unrelated", "direction_flipped", "colour_replaced"} <= seen
     assert (
         SEVERITY_SCORES[None]
         > SEVERITY_SCORES["minor"]
@@ -199,10 +207,36 @@ def test_report_table_and_plot(tmp_path):
         "flip_consistency": None,
         "preference_errors": {"orientation": 0.45, "viewpoint": None, "attribute": 0.05, "other": 0.0},
     }
-    report = {"models": {"annotator": summary, "sft": summary}, "counts": {}, "note": "n", "seconds": {}}
+    rates = {"orientation": 0.25, "viewpoint": 0.0, "attribute": 0.125, "other": 0.0}
+    report = {
+        "config": {"split": "test"},
+        "models": {"annotator": summary, "sft": summary},
+        "counts": {},
+        "note": "n",
+        "seconds": {},
+        "stage1_value": {
+            "annotator drafts": {"n": 8, "precision": 0.625, "error_rates": rates},
+            "+ filter": {"n": 5, "precision": 1.0, "error_rates": dict.fromkeys(rates, 0.0)},
+        },
+        "filter": {
+            "correct_kept": 1.0,
+            "n_correct": 5,
+            "precision": 1.0,
+            "by_error_type": {t: {"n": 1, "removed": 1.0} for t in rates},
+            "by_severity": {s: {"n": 1, "removed": 1.0} for s in ("minor", "major", "critical")},
+        },
+        "scorer_ranking": {
+            "n_pairs": 10,
+            "canonical_above": {"critical": 0.9},
+            "mean_overall": {"critical": 3.5},
+        },
+    }
     write_markdown(report, tmp_path / "r.md")
     text = (tmp_path / "r.md").read_text()
+    assert "10 pairs of the test split" in text
     assert "| exact match | 0.50 | 0.50 |" in text and "| flip consistency | – | – |" in text
+    assert "| annotator drafts | 8 | 0.62 | 0.25 | 0.00 | 0.12 | 0.00 |" in text
+    assert "| + filter | 5 | 1.00 |" in text and "critical 0.90" in text
     assert "| prefers an orientation flip | 0.45 | 0.45 |" in text
     assert "| prefers a viewpoint error | – | – |" in text
     plot(report, tmp_path / "r.png")
@@ -214,3 +248,53 @@ def test_demo_refuses_a_missing_model(tmp_path):
     assert result.exit_code == 2
     assert "no model at" in result.output and "--retrain" in result.output
     json.dumps(DemoConfig(annotator="x", scorer="y").model_dump())
+
+
+def test_stage1_value_and_filter_quality_grade_each_step_against_the_ground_truth():
+    """Eight pairs: four right drafts, one flipped, one colour-replaced, one garbled, one missing. The filter
+    keeps the right ones and one wrong one; two pairs are routed and refined."""
+    from editcaption.demo.pipeline import filter_quality, stage1_value
+
+    drawn = list(generate(80, WorldConfig(seed=11)))
+    pans, recolours = ([p for p in drawn if p.kind == kind] for kind in ("camera_pan", "recolour"))
+    pool = pans[:5] + recolours[:3]
+    flip = next(v.text for v in pool[4].variants if v.kind == "direction_flipped")
+    colour = next(v.text for v in pool[5].variants if v.error_type == "attribute")
+    drafts = [p.instruction for p in pool[:4]] + [flip, colour, "Zoom the blue.", None]
+    passed = [True, True, True, True, True, False, False, False]
+    routed = {pool[4].pair_id, pool[6].pair_id}
+    value = stage1_value(pool, drafts, passed, routed)
+    assert value["annotator drafts"]["n"] == 8 and value["annotator drafts"]["precision"] == 0.5
+    assert value["annotator drafts"]["error_rates"]["orientation"] == 1 / 8
+    assert value["+ filter"] == {
+        "n": 5,
+        "precision": 0.8,
+        "error_rates": {"orientation": 0.2, "viewpoint": 0.0, "attribute": 0.0, "other": 0.0},
+    }
+    final = value["+ routing and refinement"]  # the flipped draft and the garbled one refined
+    assert final["n"] == 6 and final["precision"] == 1.0
+    quality = filter_quality(pool, drafts, passed)
+    assert quality["correct_kept"] == 1.0 and quality["n_correct"] == 4
+    assert quality["precision"] == 1.0  # all three removed drafts were wrong
+    assert quality["by_error_type"]["orientation"] == {"n": 1, "removed": 0.0}
+    assert quality["by_error_type"]["attribute"] == {"n": 1, "removed": 1.0}
+    assert quality["by_error_type"]["other"] == {"n": 2, "removed": 1.0}  # garbled and missing
+    assert quality["by_severity"]["critical"] == {"n": 3, "removed": 2 / 3}
+
+
+def test_injected_mistakes_are_systematic_so_greedy_decoding_repeats_them():
+    """Every pair a rule covers gets the mistake (rate 1), the others keep the right label: what the
+    pixels show decides, which a captioner can learn and repeat under greedy decoding."""
+    from editcaption.demo.records import NoiseConfig, noisy_instruction
+
+    rng, noise = random.Random(0), NoiseConfig()
+    pairs = list(generate(600, WorldConfig(seed=12)))
+    for pair in pairs:
+        label, error = noisy_instruction(pair, noise, rng)
+        facing = pair.source["figure"]["facing"]
+        if pair.kind == "camera_pan":
+            assert (error == "orientation") == (facing == "away"), pair
+        if pair.kind in ("add", "remove", "swap", "rotate"):
+            assert error is None and label == pair.instruction
+    errors = [noisy_instruction(p, noise, rng)[1] for p in pairs]
+    assert 0.25 < sum(e is not None for e in errors) / len(pairs) < 0.45

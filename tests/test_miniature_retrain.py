@@ -18,27 +18,35 @@ def test_retrain_runs_every_stage_and_writes_both_models(tmp_path):
     cfg = RetrainConfig(
         out=str(tmp_path / "models"),
         work_dir=str(tmp_path / "work"),
-        train_pairs=64,
-        heldout=10,
+        measure_pairs=10,
         curriculum=[
             CurriculumStage(kinds=["camera_pan"], steps=1),
             CurriculumStage(kinds=["camera_pan", "move"], steps=1),
         ],
-        world_steps=2,
+        world_steps=3,
+        world_chunk=2,
+        world_decay_steps=1,
         max_steps=2,
         batch_size=4,
-        warmup_steps=1,
-        scorer_pairs=64,
         scorer_steps=1,
         model=WorldModelConfig(text_layers=1, vision_depth=1),
     )
     cards = retrain(cfg)
-    for stage in ("stage0", "stage1", "world", "annotator", "scorer"):
+    for stage in ("stage0", "stage1", "world0", "world1", "annotator", "scorer"):
         assert (tmp_path / "work" / stage / "config.json").is_file(), stage
     for name in ("annotator", "scorer"):
         folder = tmp_path / "models" / name
         assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
-        assert json.loads((folder / "world_metrics.json").read_text())["heldout_measured"]["n"] == 10
-    assert cards["annotator"]["heldout_measured"]["n"] == 10
-    assert [s["kinds"] for s in cards["annotator"]["curriculum"]] == [["camera_pan"], ["camera_pan", "move"]]
-    assert 0 <= cards["scorer"]["heldout_measured"]["parsed"] <= 1
+        assert json.loads((folder / "world_metrics.json").read_text()) == json.loads(json.dumps(cards[name]))
+    world = cards["annotator"]["world_model"]
+    assert [s["kinds"] for s in world["curriculum"]] == [["camera_pan"], ["camera_pan", "move"]]
+    assert [c["step"] for c in world["curve"]] == [4, 5]  # 2 curriculum steps, then chunks of 2 and 1
+    assert world["test_measured"]["n"] == cards["annotator"]["test_measured"]["n"] == 10
+    measured = cards["scorer"]["test_measured"]
+    assert measured["ranking"]["n_pairs"] == 10 and "critical" in measured["ranking"]["canonical_above"]
+    assert set(measured["filter_on_annotator_drafts"]["by_error_type"]) == {
+        "orientation",
+        "viewpoint",
+        "attribute",
+        "other",
+    }

@@ -13,13 +13,16 @@ from editcaption.demo.world import (
     BACKGROUND,
     COLOURS,
     EDIT_KINDS,
+    SPLIT_SEEDS,
     WorldConfig,
+    describe,
     generate,
     images,
     mirror_scene,
     mirrored,
     read_pairs,
     render,
+    split_pairs,
     write_pairs,
 )
 from editcaption.schema import ERROR_TYPES, SEVERITIES
@@ -164,3 +167,48 @@ def test_written_pairs_read_back(tmp_path, pairs):
     assert [b.model_dump() for b in back] == [
         p.model_dump() for p in sorted(pairs[:12], key=lambda p: p.pair_id)
     ]
+
+
+def test_description_names_the_figure_then_every_shape_left_to_right_and_mirrors(pairs):
+    for pair in pairs[:50]:
+        scene = pair.source_scene()
+        text = describe(scene)
+        sentences = text.split(". ")
+        assert sentences[0].startswith("A figure facing ")
+        assert len(sentences) == 1 + len(scene.things)
+        names = [t.name for t in sorted(scene.things, key=lambda t: (t.x, t.y))]
+        assert [s.split(" at the ")[0].split(" ", 2)[2].split(" pointing")[0] for s in sentences[1:]] == names
+
+        # In the mirror every shape's column swaps (left <-> right, centre stays), its row does not
+        # (a shape within a pixel of a column boundary may land on either side: x mirrors to 127 - x).
+        if any(min(abs(t.x * scene.zoom - b) for b in (42, 43, 85, 86)) < 2 for t in scene.things):
+            continue
+        def cells(description: str) -> set[tuple[str, str]]:
+            return {
+                (
+                    s.split(" at the ")[0].split(" ", 2)[2].split(" pointing")[0],
+                    s.split(" at the ")[1].rstrip("."),
+                )
+                for s in description.split(". ")[1:]
+            }
+
+        swap = {"left": "right", "right": "left", "centre": "centre"}
+        expected = {(name, f"{cell.split()[0]} {swap[cell.split()[1]]}") for name, cell in cells(text)}
+        assert cells(describe(mirror_scene(scene))) == expected
+    raised = next(p for p in pairs if p.kind == "raise_arm")
+    assert "arm raised." in describe(raised.target_scene()) and "raised" not in describe(
+        raised.source_scene()
+    )
+
+
+def test_splits_are_disjoint_from_each_other_and_from_training_streams():
+    """Pool, dev and test come from their own seeds; the retrain draws from seeds below 1,000,000."""
+    assert len(set(SPLIT_SEEDS.values())) == 3 and min(SPLIT_SEEDS.values()) >= 1_000_000
+    seen: dict[str, str] = {}
+    streams = {name: split_pairs(name, 150) for name in SPLIT_SEEDS}
+    streams["train"] = list(generate(150, WorldConfig(seed=201)))  # a world chunk of the retrain
+    for name, split in streams.items():
+        for pair in split:
+            key = repr((pair.source, pair.target))
+            assert seen.setdefault(key, name) == name, f"a {name} pair equals a {seen[key]} pair"
+    assert [p.pair_id.split("-")[0] for p in streams["dev"][:2]] == ["dev", "dev"]

@@ -75,17 +75,20 @@ def caption_pairs(
 def score_candidates(
     model_dir: str | Path, pairs: list[WorldPair], candidates: list[str], score_range: int = 25
 ) -> list[Score]:
-    """EditScore `Score` of each pair's candidate instruction: one semantic-consistency and one
-    perceptual-quality pass, parsed and combined exactly as the synthesis stage does."""
+    """EditScore `Score` of each pair's candidate instruction: one semantic-consistency pass per
+    candidate and one perceptual-quality pass per distinct pair (it sees only the target, so every
+    candidate of a pair shares it), parsed and combined exactly as the synthesis stage does."""
     sc = [
         (semantic_consistency_messages(c, score_range), list(images(p)))
         for p, c in zip(pairs, candidates, strict=True)
     ]
-    pq = [(perceptual_quality_messages(score_range), [images(p)[1]]) for p in pairs]
+    targets = {p.pair_id: p for p in pairs}
+    pq = [(perceptual_quality_messages(score_range), [images(p)[1]]) for p in targets.values()]
     replies = answer(model_dir, sc + pq, max_new_tokens=32)
+    perceptual = dict(zip(targets, replies[len(sc) :], strict=True))
     return [
-        aggregate_editscore(p.pair_id, "0", str(model_dir), [s], [q], score_range)
-        for p, s, q in zip(pairs, replies[: len(pairs)], replies[len(pairs) :], strict=True)
+        aggregate_editscore(p.pair_id, "0", str(model_dir), [s], [perceptual[p.pair_id]], score_range)
+        for p, s in zip(pairs, replies[: len(sc)], strict=True)
     ]
 
 
@@ -125,9 +128,9 @@ def completion_logprobs(
     return totals
 
 
-def preference_errors(model_dir: str | Path, pairs: list[WorldPair]) -> dict[str, float | None]:
-    """Per error type, the share of the pairs' labelled wrong variants the model finds at least as
-    likely as the canonical instruction: the choice DPO trains, measured on every variant rather than
+def preference_flags(model_dir: str | Path, pairs: list[WorldPair]) -> list[list[tuple[str, bool]]]:
+    """Per pair, for each labelled wrong variant: (its error type, whether the model finds it at least as
+    likely as the canonical instruction). The choice DPO trains, measured on every variant rather than
     on the few a greedy caption happens to reach."""
     questions, texts = [], []
     for pair in pairs:
@@ -136,9 +139,23 @@ def preference_errors(model_dir: str | Path, pairs: list[WorldPair]) -> dict[str
             questions.append(question)
             texts.append(text)
     logps = iter(completion_logprobs(model_dir, questions, texts))
-    wrong: dict[str, list[bool]] = {}
+    flags = []
     for pair in pairs:
         canonical = next(logps)
-        for variant in pair.variants:
-            wrong.setdefault(variant.error_type, []).append(next(logps) >= canonical)
+        flags.append([(v.error_type, next(logps) >= canonical) for v in pair.variants])
+    return flags
+
+
+def preference_error_rates(flags: list[list[tuple[str, bool]]]) -> dict[str, float | None]:
+    """Per error type, the share of variants preferred to the canonical instruction (None: no variant)."""
+    wrong: dict[str, list[bool]] = {}
+    for pair_flags in flags:
+        for error_type, preferred in pair_flags:
+            wrong.setdefault(error_type, []).append(preferred)
     return {t: (sum(v) / len(v) if (v := wrong.get(t)) else None) for t in ERROR_TYPES}
+
+
+def preference_errors(model_dir: str | Path, pairs: list[WorldPair]) -> dict[str, float | None]:
+    """Per error type, the share of the pairs' labelled wrong variants the model finds at least as
+    likely as the canonical instruction."""
+    return preference_error_rates(preference_flags(model_dir, pairs))

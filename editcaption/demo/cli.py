@@ -13,7 +13,13 @@ from editcaption.demo.retrain import COMMITTED
 
 def demo_command(
     out: Annotated[Path, typer.Option(help="Run folder: data, models, report.")] = Path("runs/miniature"),
-    seed: Annotated[int, typer.Option(help="Seed of the world pairs (with --retrain: of everything).")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the SFT and DPO stages (the pool and evaluation pairs are fixed splits); "
+            "with --retrain: of the training streams, label noise and initial weights."
+        ),
+    ] = 0,
     retrain: Annotated[
         bool,
         typer.Option(
@@ -28,7 +34,18 @@ def demo_command(
         Path, typer.Option(help="The EditScore scorer's model folder (the committed one by default).")
     ] = COMMITTED / "scorer",
     pool: Annotated[int, typer.Option(min=8, help="Pairs the annotator drafts instructions for.")] = 512,
-    heldout: Annotated[int, typer.Option(min=10, help="Held-out pairs every model is evaluated on.")] = 200,
+    heldout: Annotated[
+        int, typer.Option(min=10, help="Pairs of the evaluation split (and their mirrors).")
+    ] = 200,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Evaluation split: test (reported, never used to choose) or dev (to choose settings)."
+        ),
+    ] = "test",
+    review_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of the pool routed to review and refined.")
+    ] = 0.25,
     sft_steps: Annotated[int, typer.Option(min=1, help="SFT steps from the annotator's weights.")] = 200,
     dpo_steps: Annotated[int, typer.Option(min=1, help="DPO steps from the SFT model, per objective.")] = 100,
     curriculum: Annotated[
@@ -41,15 +58,17 @@ def demo_command(
     world_steps: Annotated[
         int,
         typer.Option(
-            min=0, help="With --retrain: then steps on clean labels of every kind (learning the world)."
+            min=0,
+            help="With --retrain: then steps on every kind (clean labels and scene descriptions), measured "
+            "on the dev split every 500.",
         ),
-    ] = 600,
+    ] = 3400,
     train_steps: Annotated[
         int, typer.Option(min=1, help="With --retrain: then steps on the error-injected labels.")
-    ] = 400,
+    ] = 600,
     scorer_steps: Annotated[
-        int, typer.Option(min=0, help="With --retrain: scorer optimizer steps (0: no scorer).")
-    ] = 200,
+        int, typer.Option(min=0, help="With --retrain: scorer steps from the world model (0: no scorer).")
+    ] = 800,
 ) -> None:
     """Annotator drafts → scorer filters → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:
@@ -64,8 +83,11 @@ def demo_command(
             scorer_steps=scorer_steps,
         )
         cards = retraining.retrain(config)
-        typer.echo(json.dumps({name: card["heldout_measured"] for name, card in cards.items()}, indent=1))
+        typer.echo(json.dumps({name: card["test_measured"] for name, card in cards.items()}, indent=1))
         return
+    if split not in ("dev", "test"):
+        typer.echo(f"--split: {split!r} is not a split; use test or dev", err=True)
+        raise typer.Exit(2)
     for option, folder in (("--annotator", annotator), ("--scorer", scorer)):
         if not (folder / "config.json").is_file():
             typer.echo(
@@ -84,6 +106,8 @@ def demo_command(
             seed=seed,
             pool=pool,
             heldout=heldout,
+            split=split,
+            review_share=review_share,
             sft_steps=sft_steps,
             dpo_steps=dpo_steps,
         )

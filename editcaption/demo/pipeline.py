@@ -17,18 +17,24 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from editcaption.checks.viewpoint import lint_viewpoint
-from editcaption.demo.captioning import caption_pairs, preference_errors, score_candidates
-from editcaption.demo.grading import flip_consistency, summarize
+from editcaption.demo.captioning import (
+    caption_pairs,
+    preference_error_rates,
+    preference_flags,
+    score_candidates,
+)
+from editcaption.demo.grading import flip_consistency, grade, summarize
 from editcaption.demo.records import png_pair, preference_records, write_records
-from editcaption.demo.world import WorldConfig, WorldPair, generate, mirrored
+from editcaption.demo.world import WorldPair, mirrored, split_pairs
 from editcaption.redaction import redact
-from editcaption.schema import PreferencePair, Score, SFTRecord
+from editcaption.schema import ERROR_TYPES, PreferencePair, Score, SFTRecord
 from editcaption.synthesis.job import FilterConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority, select_for_review
 
@@ -46,13 +52,26 @@ class DemoConfig(BaseModel):
     filter: FilterConfig = Field(
         default_factory=FilterConfig, description="The synthesis stage's score thresholds for kept drafts."
     )
-    seed: int = Field(0, description="Seed of the world's pool and held-out pairs.")
-    pool: int = Field(512, ge=8, description="Pairs the annotator drafts for.")
-    heldout: int = Field(
-        200, ge=10, description="Held-out pairs each model is evaluated on (and their mirrors)."
+    seed: int = Field(
+        0,
+        description="Seed of the SFT and DPO stages (data order, mirrored augmentation, hard negatives). "
+        "The world's pairs do not depend on it: the pool and the evaluation split are fixed "
+        "(`world.SPLIT_SEEDS`), so runs with different seeds differ only by training.",
+    )
+    pool: int = Field(512, ge=8, description="Pairs of the `pool` split the annotator drafts for.")
+    heldout: int = Field(200, ge=10, description="Pairs of the evaluation split (and their mirrors).")
+    split: Literal["dev", "test"] = Field(
+        "test",
+        description="Where every model is evaluated: `dev` is where settings are chosen, `test` reports "
+        "and never chooses.",
     )
     review_share: float = Field(
-        0.5, ge=0, le=1, description="Share of the pool routed to 'review', refined with ground truth."
+        0.25,
+        ge=0,
+        le=1,
+        description="Share of the pool the synthesis stage's router sends to review; those pairs are "
+        "refined with the world's ground truth (standing in for humans), the rest are the annotator's "
+        "drafts that pass the filter.",
     )
     sft_steps: int = Field(200, ge=1, description="SFT optimizer steps from the annotator's weights.")
     dpo_steps: int = Field(100, ge=1, description="DPO optimizer steps from the SFT model, per objective.")
@@ -77,8 +96,8 @@ class DemoConfig(BaseModel):
         },
         description="HAE-DPO margin weights (`HAEDPOConfig` fields): the project's defaults scaled by 0.4, "
         "same order. Without the NLL term, at the defaults (margins up to 3 nats at beta 0.1) HAE-DPO "
-        "collapsed the earlier miniature captioner in 100 steps (exact match 0.21 -> 0.03) while plain "
-        "DPO held 0.17; with the term, the defaults and 0.4x measured within a held-out pair or two.",
+        "collapsed an earlier miniature captioner in 100 steps (exact match 0.21 -> 0.03) while plain "
+        "DPO held 0.17.",
     )
     hard_negative_ratio: float = Field(
         0.5, ge=0, description="Rule-written hard negatives per ground-truth pair."
@@ -122,11 +141,18 @@ def _passes(score: Score, limits: FilterConfig) -> bool:
     )
 
 
-def draft_filter_refine(
+def filter_passes(cfg: DemoConfig, drafts: list[str | None], scores: list[Score | None]) -> list[bool]:
+    """Per draft, whether the synthesis stage would keep it: both thresholds and the viewpoint lint."""
+    return [
+        bool(draft and score and _passes(score, cfg.filter) and not lint_viewpoint(draft))
+        for draft, score in zip(drafts, scores, strict=True)
+    ]
+
+
+def routed_to_review(
     cfg: DemoConfig, pool: list[WorldPair], drafts: list[str | None], scores: list[Score | None]
-) -> tuple[list[dict], list[WorldPair], dict[str, int]]:
-    """SFT records from the scored drafts: refined (ground truth) for the routed share, kept drafts that
-    pass the filter for the rest; returns (records, refined pairs, counts)."""
+) -> set[str]:
+    """The pair ids the synthesis stage's router sends to review (its priority and top-share rule)."""
     routing = RoutingConfig(review_share=cfg.review_share)
     priorities = [
         (
@@ -141,26 +167,114 @@ def draft_filter_refine(
         )
         for pair, draft, score in zip(pool, drafts, scores, strict=True)
     ]
-    routed = select_for_review(priorities, cfg.review_share)
+    return select_for_review(priorities, cfg.review_share)
+
+
+def draft_filter_refine(
+    cfg: DemoConfig, pool: list[WorldPair], drafts: list[str | None], scores: list[Score | None]
+) -> tuple[list[dict], list[WorldPair], dict[str, int]]:
+    """SFT records from the scored drafts: refined (ground truth) for the routed share, kept drafts that
+    pass the filter for the rest; returns (records, refined pairs, counts)."""
+    routed = routed_to_review(cfg, pool, drafts, scores)
+    passed = filter_passes(cfg, drafts, scores)
     records, refined, counts = [], [], {"refined": 0, "kept": 0, "filtered": 0}
-    for pair, draft, score in zip(pool, drafts, scores, strict=True):
-        source, target = png_pair(pair)
+    for pair, draft, keep in zip(pool, drafts, passed, strict=True):
         if pair.pair_id in routed:
             text, origin = pair.instruction, "human"  # ground truth stands in for the human reviewer
             refined.append(pair)
             counts["refined"] += 1
-        elif draft and score and _passes(score, cfg.filter) and not lint_viewpoint(draft):
+        elif keep:
             text, origin = draft, "synthesis"
             counts["kept"] += 1
         else:
             counts["filtered"] += 1
             continue
+        source, target = png_pair(pair)
         records.append(
             SFTRecord(
                 pair_id=pair.pair_id, source=source, target=target, instruction=text, origin=origin
             ).to_row()
         )
     return records, refined, counts
+
+
+def _graded_share(texts: list[str | None], pairs: list[WorldPair]) -> dict[str, Any]:
+    if not pairs:
+        return {"n": 0, "precision": None, "error_rates": dict.fromkeys(ERROR_TYPES)}
+    summary = summarize(texts, pairs)
+    return {"n": summary["n"], "precision": summary["exact_match"], "error_rates": summary["error_rates"]}
+
+
+def stage1_value(
+    pool: list[WorldPair], drafts: list[str | None], passed: list[bool], routed: set[str]
+) -> dict[str, dict[str, Any]]:
+    """What each Stage-1 step is worth to the SFT data, graded against the world's ground truth:
+    precision (share of records that are exactly right) and error rates by type (shares of records),
+    for every draft, for the drafts the filter keeps, and for the SFT set once the routed share is
+    refined (routed pairs' records are the refinement, the rest are the kept drafts)."""
+    kept = [(p, d) for p, d, ok in zip(pool, drafts, passed, strict=True) if ok]
+    final = [
+        (p, p.instruction if p.pair_id in routed else d)
+        for p, d, ok in zip(pool, drafts, passed, strict=True)
+        if p.pair_id in routed or ok
+    ]
+    steps = {"annotator drafts": list(zip(pool, drafts, strict=True)), "+ filter": kept}
+    steps["+ routing and refinement"] = final
+    return {name: _graded_share([t for _, t in rows], [p for p, _ in rows]) for name, rows in steps.items()}
+
+
+def filter_quality(pool: list[WorldPair], drafts: list[str | None], passed: list[bool]) -> dict[str, Any]:
+    """The filter as a detector of wrong drafts: per error type and per severity, the share of such
+    drafts it removes (recall); the share of correct drafts it keeps; and its precision (the share of
+    removed drafts that were wrong)."""
+    grades = [grade(d, p) for d, p in zip(drafts, pool, strict=True)]
+    removed_wrong = sum(not ok and not g.exact for g, ok in zip(grades, passed, strict=True))
+    removed = sum(not ok for ok in passed)
+    correct = [ok for g, ok in zip(grades, passed, strict=True) if g.exact]
+
+    def recall(selected: list[bool]) -> dict[str, Any]:
+        return {
+            "n": len(selected),
+            "removed": (sum(not ok for ok in selected) / len(selected)) if selected else None,
+        }
+
+    return {
+        "correct_kept": (sum(correct) / len(correct)) if correct else None,
+        "n_correct": len(correct),
+        "precision": removed_wrong / removed if removed else None,
+        "by_error_type": {
+            t: recall([ok for g, ok in zip(grades, passed, strict=True) if g.error_type == t])
+            for t in ERROR_TYPES
+        },
+        "by_severity": {
+            s: recall([ok for g, ok in zip(grades, passed, strict=True) if not g.exact and g.severity == s])
+            for s in ("minor", "major", "critical")
+        },
+    }
+
+
+def scorer_ranking(scorer: str, pairs: list[WorldPair]) -> dict[str, Any]:
+    """How often the scorer gives the canonical instruction a strictly higher overall score than each
+    labelled wrong variant of the same pair, by the variant's severity, and its mean score by severity."""
+    texts = [[p.instruction, *(v.text for v in p.variants)] for p in pairs]
+    flat_pairs = [p for p, ts in zip(pairs, texts, strict=True) for _ in ts]
+    scores = iter(score_candidates(scorer, flat_pairs, [t for ts in texts for t in ts]))
+    above: dict[str, list[bool]] = {}
+    means: dict[str, list[float]] = {}
+    for pair in pairs:
+        canonical = next(scores).overall
+        means.setdefault("canonical", []).append(canonical or 0.0)
+        for variant in pair.variants:
+            score = next(scores).overall
+            means.setdefault(variant.severity, []).append(score or 0.0)
+            above.setdefault(variant.severity, []).append(
+                canonical is not None and (score is None or canonical > score)
+            )
+    return {
+        "n_pairs": len(pairs),
+        "canonical_above": {s: sum(v) / len(v) for s, v in above.items()},
+        "mean_overall": {s: sum(v) / len(v) for s, v in means.items()},
+    }
 
 
 def editscore_mean(scorer: str, pairs: list[WorldPair], outputs: list[str | None]) -> float:
@@ -170,53 +284,86 @@ def editscore_mean(scorer: str, pairs: list[WorldPair], outputs: list[str | None
     return sum(s.overall or 0.0 for s in scores) / max(1, len(pairs))
 
 
-def evaluate(models: dict[str, str], heldout: list[WorldPair], scorer: str) -> dict[str, dict]:
-    """Each model on the held-out pairs and on their mirror images: accuracy, error rates, flip, the
+def evaluate(models: dict[str, str], pairs: list[WorldPair], scorer: str) -> dict[str, dict]:
+    """Each model on the evaluation pairs and on their mirror images: accuracy, error rates, flip, the
     ground-truth judge score, the trained scorer's EditScore, and per error type how often the model
-    prefers a labelled wrong variant to the canonical instruction."""
-    mirrors = [mirrored(p) for p in heldout]
+    prefers a labelled wrong variant to the canonical instruction. Per-pair outcomes are kept
+    (`per_pair`) so a study can resample pairs."""
+    mirrors = [mirrored(p) for p in pairs]
     table = {}
     for name, folder in models.items():
-        out = caption_pairs(folder, heldout + mirrors)
-        originals, flipped = out[: len(heldout)], out[len(heldout) :]
-        summary = summarize(originals, heldout)
+        out = caption_pairs(folder, pairs + mirrors)
+        originals, flipped = out[: len(pairs)], out[len(pairs) :]
+        summary = summarize(originals, pairs)
         summary["flip_consistency"] = flip_consistency(originals, flipped)["rate"]
-        summary["editscore"] = editscore_mean(scorer, heldout, originals)
-        summary["preference_errors"] = preference_errors(folder, heldout)
+        summary["editscore"] = editscore_mean(scorer, pairs, originals)
+        flags = preference_flags(folder, pairs)
+        summary["preference_errors"] = preference_error_rates(flags)
+        summary["per_pair"] = {
+            "grade": [
+                "exact" if g.exact else g.error_type
+                for g in (grade(o, p) for o, p in zip(originals, pairs, strict=True))
+            ],
+            "preferred_variants": [[[t, int(v)] for t, v in f] for f in flags],
+        }
         summary["examples"] = [
             {"pair_id": p.pair_id, "truth": p.instruction, "output": o}
-            for p, o in zip(heldout[:8], originals[:8], strict=True)
+            for p, o in zip(pairs[:8], originals[:8], strict=True)
         ]
         table[name] = summary
     return table
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Run every stage; writes `report.json`, `report.md` and `report.png` under `cfg.out`."""
-    from editcaption.training.dpo import DPOJobConfig, run_dpo
-    from editcaption.training.sft import SFTJobConfig, run_sft
+@dataclass
+class Stage1:
+    """The pool, the annotator's drafts, their scores and the Stage-1 decisions on them."""
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t0 = time.monotonic()
-    pool = list(generate(cfg.pool, WorldConfig(seed=cfg.seed), prefix="pool"))
-    heldout = list(generate(cfg.heldout, WorldConfig(seed=cfg.seed + 1_000_003), prefix="heldout"))
+    pool: list[WorldPair]
+    drafts: list[str | None]
+    scores: list[Score | None]
+    records: list[dict]
+    refined: list[WorldPair]
+    counts: dict[str, int]
+    value: dict[str, dict[str, Any]]
+    filter: dict[str, Any]
 
+
+def run_stage1(cfg: DemoConfig) -> Stage1:
+    """Draft, score, filter and route the pool, as the synthesis stage does, with ground-truth refinement."""
+    pool = split_pairs("pool", cfg.pool)
     drafts = caption_pairs(cfg.annotator, pool)
-    timings["draft"] = time.monotonic() - t0
-    t = time.monotonic()
     drafted = [i for i, d in enumerate(drafts) if d]
     graded = score_candidates(cfg.scorer, [pool[i] for i in drafted], [drafts[i] for i in drafted])
     scores: list[Score | None] = [None] * len(pool)
     for i, score in zip(drafted, graded, strict=True):
         scores[i] = score
-    timings["score"] = time.monotonic() - t
     records, refined, counts = draft_filter_refine(cfg, pool, drafts, scores)
-    sft_data = write_records(records, SFTRecord, out / "data" / "sft.parquet")
-    prefs = preference_records(refined)
-    pref_data = write_records(prefs, PreferencePair, out / "data" / "preferences.parquet")
+    passed = filter_passes(cfg, drafts, scores)
+    routed = {p.pair_id for p in refined}
+    return Stage1(
+        pool=pool,
+        drafts=drafts,
+        scores=scores,
+        records=records,
+        refined=refined,
+        counts=counts,
+        value=stage1_value(pool, drafts, passed, routed),
+        filter=filter_quality(pool, drafts, passed),
+    )
 
+
+def post_train(cfg: DemoConfig, stage1: Stage1) -> tuple[dict[str, str], dict[str, float]]:
+    """SFT on the Stage-1 records, then HAE-DPO (and plain DPO) on the refined pairs' labelled wrong
+    variants plus rule-written hard negatives; returns ({model name: folder}, seconds per stage)."""
+    from editcaption.training.dpo import DPOJobConfig, run_dpo
+    from editcaption.training.sft import SFTJobConfig, run_sft
+
+    out = Path(cfg.out)
+    sft_data = write_records(stage1.records, SFTRecord, out / "data" / "sft.parquet")
+    pref_data = write_records(
+        preference_records(stage1.refined), PreferencePair, out / "data" / "preferences.parquet"
+    )
+    timings = {}
     t = time.monotonic()
     sft = SFTJobConfig(
         **_train_common(cfg, "sft", cfg.annotator, sft_data, cfg.sft_steps, cfg.sft_learning_rate),
@@ -224,9 +371,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     )
     run_sft(sft)
     timings["sft"] = time.monotonic() - t
-    models = {"annotator": cfg.annotator, "sft": sft.output}
-    objectives = ["hae", "sigmoid"] if cfg.plain_dpo else ["hae"]
-    for objective in objectives:
+    models = {"sft": sft.output}
+    for objective in ["hae", "sigmoid"] if cfg.plain_dpo else ["hae"]:
         t = time.monotonic()
         name = "sft+hae-dpo" if objective == "hae" else "sft+dpo"
         dpo = DPOJobConfig(
@@ -242,15 +388,35 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         run_dpo(dpo)
         timings[name] = time.monotonic() - t
         models[name] = dpo.output
+    return models, timings
 
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run every stage; writes `report.json`, `report.md` and `report.png` under `cfg.out`."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    stage1 = run_stage1(cfg)
+    timings = {"stage1": time.monotonic() - t0}
+    models, trained = post_train(cfg, stage1)
+    timings.update(trained)
     t = time.monotonic()
-    table = evaluate(models, heldout, cfg.scorer)
+    pairs = split_pairs(cfg.split, cfg.heldout)
+    table = evaluate({"annotator": cfg.annotator, **models}, pairs, cfg.scorer)
+    ranking = scorer_ranking(cfg.scorer, pairs)
     timings["evaluate"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
     report = {
         "config": redact(cfg.model_dump()),
-        "counts": {**counts, "preference_pairs": len(prefs), "sft_records": len(records)},
+        "counts": {
+            **stage1.counts,
+            "preference_pairs": len(preference_records(stage1.refined)),
+            "sft_records": len(stage1.records),
+        },
         "note": "'refined' instructions are the world's ground truth, standing in for human reviewers.",
+        "stage1_value": stage1.value,
+        "filter": stage1.filter,
+        "scorer_ranking": ranking,
         "models": table,
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
@@ -282,9 +448,10 @@ def _cell(value: float | None) -> str:
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     models = report["models"]
     lines = [
-        "# Miniature world: annotator vs SFT vs SFT+HAE-DPO (held-out pairs)",
+        "# Miniature world: annotator vs SFT vs SFT+HAE-DPO",
         "",
-        f"{next(iter(models.values()))['n']} held-out pairs. Error rates are shares of all pairs; the judge "
+        f"{next(iter(models.values()))['n']} pairs of the {report['config'].get('split', 'held-out')} split. "
+        "Error rates are shares of all pairs; the judge "
         "score is the ground-truth verdict (5 exact, 3 minor, 2 major, 1 critical error); EditScore is "
         "the miniature scorer's overall score of each output (no output: 0). 'Prefers …' rows: the share of "
         "the held-out pairs' labelled wrong variants of that type the model finds at least as likely as "
@@ -296,8 +463,45 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += [
         f"| {label} | " + " | ".join(_cell(get(s)) for s in models.values()) + " |" for label, get in ROWS
     ]
+    lines += _stage1_lines(report)
     lines += ["", f"Counts: {report['counts']}", "", report["note"], "", f"Seconds: {report['seconds']}"]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _stage1_lines(report: dict[str, Any]) -> list[str]:
+    """Stage 1's value on the SFT data, the filter's recall by error type and the scorer's ranking."""
+    if "stage1_value" not in report:
+        return []
+    lines = [
+        "",
+        "## Stage 1 (pool): what each step is worth to the SFT data",
+        "",
+        "| step | records | precision | " + " | ".join(f"{t} errors" for t in ERROR_TYPES) + " |",
+        "|---|---|---|" + "---|" * len(ERROR_TYPES),
+    ]
+    for step, v in report["stage1_value"].items():
+        rates = " | ".join(_cell(v["error_rates"][t]) for t in ERROR_TYPES)
+        lines.append(f"| {step} | {v['n']} | {_cell(v['precision'])} | {rates} |")
+    f = report["filter"]
+    lines += [
+        "",
+        f"Filter: keeps {_cell(f['correct_kept'])} of {f['n_correct']} correct drafts; "
+        f"{_cell(f['precision'])} of the drafts it removes are wrong. Removed, by error type: "
+        + ", ".join(f"{t} {_cell(v['removed'])} (n {v['n']})" for t, v in f["by_error_type"].items())
+        + "; by severity: "
+        + ", ".join(f"{s} {_cell(v['removed'])} (n {v['n']})" for s, v in f["by_severity"].items())
+        + ".",
+    ]
+    r = report["scorer_ranking"]
+    lines += [
+        "",
+        f"Scorer ({r['n_pairs']} evaluation pairs): canonical instruction scored above a labelled variant: "
+        + ", ".join(f"{s} {_cell(v)}" for s, v in r["canonical_above"].items())
+        + "; mean overall: "
+        + ", ".join(f"{s} {_cell(v)}" for s, v in r["mean_overall"].items())
+        + ".",
+    ]
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

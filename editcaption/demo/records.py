@@ -16,36 +16,57 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from editcaption.demo.world import WorldPair, images
+from editcaption.demo.world import WorldPair, describe, images, render
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
+from editcaption.prompts.instruction import instruction_messages
 from editcaption.schema import PreferencePair, SFTRecord
 
-# Systematic mistakes, as a strong VLM makes them: they depend on what the image shows, so a model
-# trained on them learns to repeat them (random label noise would mostly average out). Keys are
-# `<edit kind>/<variant kind>`, or `raise_arm[<facing>]/<variant kind>` for the figure; the first rule
-# of a pair that fires replaces its label with that variant.
+# Systematic mistakes, as a strong VLM makes them: each is tied to what the image shows (the edit kind
+# and which way the figure faces), and each fires on every pair it covers, so greedy decoding of a model
+# that learned them repeats them, and the pairs they do not cover keep their right label. (Rates below
+# 1 would be averaged away: greedy decoding says the majority label.) Keys are `<edit kind>/<variant
+# kind>` or `<edit kind>[<facing>]/<variant kind>`; the first rule of a pair that fires replaces its
+# label with that variant. About a third of the pairs get a wrong label (rates measured per run).
 DEFAULT_RULES = {
-    "raise_arm[viewer]/direction_flipped": 0.8,  # orientation: reads the arm's side in the viewer's frame
-    "camera_pan/direction_flipped": 0.7,  # orientation: names the way the content slid
-    "camera_zoom/camera_as_object": 0.7,  # viewpoint: camera zoom told as objects growing
-    "move/frame_dropped": 0.7,  # viewpoint: bare left/right
-    "add/frame_dropped": 0.7,
-    "raise_arm[away]/frame_dropped": 0.7,
-    "recolour/colour_removed": 0.6,  # attribute: the new colour left out
-    "resize/size_removed": 0.6,  # attribute: bigger or smaller left out
+    "raise_arm[viewer]/direction_flipped": 1.0,  # orientation: reads the arm's side in the viewer's frame
+    "camera_pan[away]/direction_flipped": 1.0,  # orientation: names the way the content slid
+    "move/frame_dropped": 1.0,  # viewpoint: bare left/right (moves up or down have no frame to drop)
+    "raise_arm[away]/frame_dropped": 1.0,  # viewpoint: whose left?
+    "camera_zoom[away]/camera_as_object": 1.0,  # viewpoint: camera zoom told as objects growing
+    "recolour[viewer]/colour_removed": 1.0,  # attribute: the new colour left out
+    "resize[away]/size_removed": 1.0,  # attribute: bigger or smaller left out
 }
 
 
-# What the miniature scorer answers to the EditScore semantic-consistency prompt: edit success by the
-# severity of the candidate's error (None: the canonical instruction), over-editing always full (a
-# candidate instruction never changes what the target shows). The reasoning names the edit it sees.
+# What the miniature scorer answers to the EditScore semantic-consistency prompt: a verdict on the
+# candidate (its reasoning), then edit success by the severity of the candidate's error (None: the
+# canonical instruction) and over-editing always full (an instruction never changes what the target
+# shows). A verdict is a check of the candidate against the images, which is what a reward model does
+# and is easier to learn than writing the instruction itself.
 SEVERITY_SCORES: dict[str | None, int] = {None: 25, "minor": 18, "major": 10, "critical": 3}
+VERDICTS: dict[str | None, str] = {
+    None: "The instruction describes the edit.",
+    "direction_flipped": "The direction is reversed.",
+    "direction_removed": "The direction is missing.",
+    "frame_dropped": "It does not say whose left or right.",
+    "frame_swapped": "It names the wrong frame of reference.",
+    "camera_as_object": "It tells a camera move as objects moving.",
+    "colour_replaced": "It names the wrong colour.",
+    "colour_removed": "It leaves out the colour.",
+    "size_replaced": "It names the wrong size change.",
+    "size_removed": "It leaves out the size change.",
+    "zoom_reversed": "The zoom is reversed.",
+    "half_described": "It describes only part of the edit.",
+    "unrelated": "It describes a different edit.",
+}
+UNRELATED_SEVERITY = "critical"  # another pair's instruction: nothing it says is this edit
 PERCEPTUAL_REPLY = json.dumps({"reasoning": "A clean render with no flaws.", "score": [25, 25]})
 
 
-def semantic_reply(truth: str, severity: str | None) -> str:
-    """The scorer's EditScore reply for a candidate of this severity on a pair whose edit is `truth`."""
-    return json.dumps({"reasoning": truth, "score": [SEVERITY_SCORES[severity], 25]})
+def semantic_reply(variant_kind: str | None, severity: str | None) -> str:
+    """The scorer's EditScore reply for a candidate that is the canonical instruction (None, None), a
+    labelled variant of that kind and severity, or another pair's instruction (`unrelated`)."""
+    return json.dumps({"reasoning": VERDICTS[variant_kind], "score": [SEVERITY_SCORES[severity], 25]})
 
 
 class NoiseConfig(BaseModel):
@@ -68,16 +89,18 @@ def png_pair(pair: WorldPair) -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
-def _rule_kind(pair: WorldPair) -> str:
-    return f"raise_arm[{pair.facts['facing']}]" if pair.kind == "raise_arm" else pair.kind
+def _rule_kinds(pair: WorldPair) -> tuple[str, str]:
+    """The rule keys' left halves that match a pair: its kind with the figure's facing, and its kind."""
+    return f"{pair.kind}[{pair.source['figure']['facing']}]", pair.kind
 
 
 def noisy_instruction(pair: WorldPair, noise: NoiseConfig, rng: random.Random) -> tuple[str, str | None]:
     """(label, error type injected or None): the pair's rules are tried in order, at their rates."""
     for v in pair.variants:
-        rate = noise.rules.get(f"{_rule_kind(pair)}/{v.kind}", 0.0)
-        if rate and rng.random() < rate:
-            return v.text, v.error_type
+        for kind in _rule_kinds(pair):
+            rate = noise.rules.get(f"{kind}/{v.kind}", 0.0)
+            if rate and rng.random() < rate:
+                return v.text, v.error_type
     return pair.instruction, None
 
 
@@ -128,25 +151,34 @@ def preference_records(pairs: list[WorldPair]) -> list[dict]:
 
 
 def scorer_conversations(
-    pairs: list[WorldPair], seed: int = 0, canonical_share: float = 0.4, perceptual_share: float = 0.15
+    pairs: list[WorldPair],
+    seed: int = 0,
+    canonical_share: float = 0.35,
+    unrelated_share: float = 0.15,
+    perceptual_share: float = 0.15,
 ) -> list[dict]:
     """TRL-export rows (`pair_id`, `images`, `messages`) that teach the EditScore prompts: a share of
     perceptual-quality questions on the target alone (a render is flawless), the rest
-    semantic-consistency questions on the canonical instruction or one of its labelled variants,
-    answered by `semantic_reply`."""
+    semantic-consistency questions on the canonical instruction, on another pair's instruction (so
+    the scorer learns to reject a garbled or unrelated draft, not only the labelled mistakes), or on
+    one of the pair's labelled variants, answered by `semantic_reply`."""
     rng = random.Random(seed)
     rows = []
     for pair in pairs:
         source, target = png_pair(pair)
-        if rng.random() < perceptual_share:
+        draw = rng.random()
+        if draw < perceptual_share:
             prompt, images, reply = perceptual_quality_messages(), [target], PERCEPTUAL_REPLY
         else:
-            variant = (
-                None if rng.random() < canonical_share or not pair.variants else rng.choice(pair.variants)
-            )
-            candidate = variant.text if variant else pair.instruction
+            if draw < perceptual_share + canonical_share or not pair.variants:
+                candidate, reply = pair.instruction, semantic_reply(None, None)
+            elif draw < perceptual_share + canonical_share + unrelated_share:
+                candidate = _unrelated(pair, pairs, rng)
+                reply = semantic_reply("unrelated", UNRELATED_SEVERITY)
+            else:
+                variant = rng.choice(pair.variants)
+                candidate, reply = variant.text, semantic_reply(variant.kind, variant.severity)
             prompt, images = semantic_consistency_messages(candidate), [source, target]
-            reply = semantic_reply(pair.instruction, variant.severity if variant else None)
         answer = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
         rows.append(
             {
@@ -156,6 +188,66 @@ def scorer_conversations(
             }
         )
     return rows
+
+
+DESCRIBE_PROMPT = "Describe the image: the figure and every shape, left to right."
+
+
+def describe_messages() -> list[dict]:
+    """The miniature's single-image question, answered by `world.describe`."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": DESCRIBE_PROMPT}]}]
+
+
+def world_conversations(
+    pairs: list[WorldPair],
+    described: list[WorldPair],
+    noise: NoiseConfig | None = None,
+    seed: int = 0,
+) -> tuple[list[dict], dict[str, float]]:
+    """TRL-export rows for the world models: one instruction conversation per pair of `pairs` (the
+    project's instruction prompt; clean labels, or with `noise` injected) and one description of the
+    source or the target of each pair of `described` (`describe_messages`). Dense descriptions teach a
+    from-scratch model to name every object, which the instruction alone teaches only for the object
+    that changed (measured in docs/miniature.md). Returns (rows, injected rate per error type)."""
+    records, injected = sft_records(pairs, noise)
+    rng = random.Random(seed)
+    rows = []
+    for record in records:
+        answer = {"role": "assistant", "content": [{"type": "text", "text": record["instruction"]}]}
+        rows.append(
+            {
+                "pair_id": record["pair_id"],
+                "images": [
+                    {"bytes": record["source"], "path": None},
+                    {"bytes": record["target"], "path": None},
+                ],
+                "messages": [*instruction_messages(), answer],
+            }
+        )
+    for pair in described:
+        side = rng.randrange(2)
+        scene = pair.target_scene() if side else pair.source_scene()
+        answer = {"role": "assistant", "content": [{"type": "text", "text": describe(scene)}]}
+        buf = io.BytesIO()
+        render(scene).save(buf, format="PNG")
+        rows.append(
+            {
+                "pair_id": f"{pair.pair_id}-{'target' if side else 'source'}",
+                "images": [{"bytes": buf.getvalue(), "path": None}],
+                "messages": [*describe_messages(), answer],
+            }
+        )
+    rng.shuffle(rows)
+    return rows, injected
+
+
+def _unrelated(pair: WorldPair, pairs: list[WorldPair], rng: random.Random) -> str:
+    """Another pair's instruction that is neither this pair's instruction nor one of its variants."""
+    taken = {pair.instruction, *(v.text for v in pair.variants)}
+    while True:
+        text = rng.choice(pairs).instruction
+        if text not in taken:
+            return text
 
 
 def write_conversations(rows: list[dict], path: str | Path) -> Path:

@@ -46,6 +46,11 @@ EDIT_KINDS = (
 EditKind = Literal[
     "move", "recolour", "resize", "add", "remove", "swap", "rotate", "raise_arm", "camera_pan", "camera_zoom"
 ]
+# Disjoint world seeds. The models are trained on streams drawn from seeds below 1_000_000
+# (`retrain.py`), the demo's annotator drafts its pool from `pool`, every setting is chosen on `dev`,
+# and claims are reported on `test`, which never chooses anything (docs/miniature.md).
+SPLIT_SEEDS = {"pool": 1_000_003, "dev": 2_000_003, "test": 3_000_003}
+Split = Literal["pool", "dev", "test"]
 PAN_SHIFT = 24  # pixels the scene shifts in the image when the camera pans
 ZOOM_IN = 1.5
 _SKIN, _HAIR, _INK = (240, 200, 160), (80, 50, 25), (40, 40, 40)
@@ -551,6 +556,38 @@ def generate(n: int, config: WorldConfig | None = None, prefix: str = "world") -
     for i in range(n):
         kind = config.kinds[i % len(config.kinds)]
         yield make_pair(rng, kind, f"{prefix}-{i:05d}-{kind}", config)
+
+
+def _grid_cell(x: float, y: float) -> str:
+    """Where a point is in a 3×3 grid of the image, in the viewer's frame: "top left" … "bottom right"."""
+    column = "left" if x < SIZE / 3 else "right" if x >= 2 * SIZE / 3 else "centre"
+    row = "top" if y < SIZE / 3 else "bottom" if y >= 2 * SIZE / 3 else "middle"
+    return f"{row} {column}"
+
+
+def describe(scene: Scene) -> str:
+    """What one image shows, a sentence per object: the figure (facing, raised arms), then the shapes
+    from the viewer's left to right (size, colour, shape, a triangle's heading), each with its cell of a
+    3×3 grid as rendered. The models learn to read single images from these before they compare two."""
+    c = SIZE / 2
+
+    def cell(x: float, y: float) -> str:
+        return _grid_cell(c + (x - c) * scene.zoom, c + (y - c) * scene.zoom)
+
+    fig = scene.figure
+    arms = sorted(fig.raised)
+    raised = f" with its own {' and '.join(arms)} arm{'s' if len(arms) > 1 else ''} raised" if arms else ""
+    facing = "the viewer" if fig.facing == "viewer" else "away"
+    parts = [f"A figure facing {facing} at the {cell(fig.x, fig.y)}{raised}."]
+    for thing in sorted(scene.things, key=lambda t: (t.x, t.y)):
+        heading = f" pointing {thing.heading}" if thing.shape == "triangle" else ""
+        parts.append(f"A {thing.size} {thing.name}{heading} at the {cell(thing.x, thing.y)}.")
+    return " ".join(parts)
+
+
+def split_pairs(split: Split, n: int) -> list[WorldPair]:
+    """The first `n` pairs of a named split (`SPLIT_SEEDS`); ids `<split>-<index>-<kind>`."""
+    return list(generate(n, WorldConfig(seed=SPLIT_SEEDS[split]), prefix=split))
 
 
 def images(pair: WorldPair) -> tuple[Image.Image, Image.Image]:

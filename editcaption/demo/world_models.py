@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from editcaption.demo.records import PERCEPTUAL_REPLY, SEVERITY_SCORES, semantic_reply
+from editcaption.demo.records import DESCRIBE_PROMPT, PERCEPTUAL_REPLY, VERDICTS, semantic_reply
 from editcaption.demo.tiny_models import CHAT_TEMPLATE, SPECIAL_TOKENS
-from editcaption.demo.world import SIZE, WorldConfig, generate, mirrored
+from editcaption.demo.world import SIZE, WorldConfig, describe, generate, mirrored
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.prompts.instruction import SYSTEM, USER
 
@@ -54,10 +54,9 @@ def _corpus() -> list[str]:
     for pair in generate(2000, WorldConfig(seed=12345), prefix="vocab"):
         for p in (pair, mirrored(pair)):
             lines += [p.instruction, *(v.text for v in p.variants)]
-            lines += [semantic_reply(p.instruction, severity) for severity in SEVERITY_SCORES]
             for message in semantic_consistency_messages(p.instruction):
                 lines += [part["text"] for part in message["content"] if part["type"] == "text"]
-    lines.append(PERCEPTUAL_REPLY)
+    lines += [PERCEPTUAL_REPLY, *(semantic_reply(kind, None) for kind in VERDICTS)]
     for message in perceptual_quality_messages():
         lines += [part["text"] for part in message["content"] if part["type"] == "text"]
     rng = random.Random(0)
@@ -65,13 +64,15 @@ def _corpus() -> list[str]:
         json.dumps({"reasoning": "ok", "score": [rng.randint(0, 25), rng.randint(0, 25)]}) for _ in range(200)
     ]
     lines += [str(i) for i in range(100)]
+    for pair in generate(1000, WorldConfig(seed=54321), prefix="vocab"):
+        lines += [describe(pair.source_scene()), describe(pair.target_scene())]
     return lines
 
 
 def _fixed_texts() -> list[str]:
     """The prompts' constant texts: the instruction prompt and the EditScore prompts around the instruction."""
     marker = "\x00"
-    parts = [SYSTEM, USER]
+    parts = [SYSTEM, USER, DESCRIBE_PROMPT]
     for message in [*semantic_consistency_messages(marker), *perceptual_quality_messages()]:
         for part in message["content"]:
             if part["type"] == "text":

@@ -46,6 +46,50 @@ def bootstrap_ci(
     return float(data.mean()), float(low), float(high)
 
 
+def seed_pair_bootstrap(
+    numerator: np.ndarray,
+    denominator: np.ndarray | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(estimate, low, high) of a rate measured over training seeds × evaluation pairs.
+
+    `numerator` is (seeds, pairs): e.g. 1 where a seed's model made an orientation error on a pair, or
+    a per-pair difference between two models of the same seed. The estimate is sum(numerator) /
+    sum(denominator) (the mean when `denominator` is None; a (pairs,) or (seeds, pairs) count
+    otherwise, e.g. variants of a type per pair). Each resample draws seeds and pairs with replacement,
+    the same pairs for every drawn seed, so the interval carries both the training-seed spread and the
+    finite evaluation set; pairs stay matched across models of a seed, as a paired difference needs.
+    """
+    num = np.asarray(numerator, dtype=float)
+    if num.ndim != 2 or 0 in num.shape:
+        raise ValueError(f"seed_pair_bootstrap needs a (seeds, pairs) array, got shape {num.shape}")
+    den = (
+        np.ones_like(num)
+        if denominator is None
+        else np.broadcast_to(np.asarray(denominator, float), num.shape)
+    )
+    if not np.all(np.isfinite(num)) or not np.all(np.isfinite(den)):
+        raise ValueError("seed_pair_bootstrap got a NaN or infinite value")
+    if den.sum() <= 0:
+        raise ValueError("seed_pair_bootstrap: the denominator sums to 0")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    n_seeds, n_pairs = num.shape
+    estimates = np.empty(n_resamples)
+    for i in range(n_resamples):
+        seeds = rng.integers(0, n_seeds, n_seeds)
+        pairs = rng.integers(0, n_pairs, n_pairs)
+        d = den[np.ix_(seeds, pairs)].sum()
+        estimates[i] = num[np.ix_(seeds, pairs)].sum() / d if d > 0 else np.nan
+    estimates = estimates[np.isfinite(estimates)]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(estimates, [tail, 1 - tail])
+    return float(num.sum() / den.sum()), float(low), float(high)
+
+
 def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     """`{"n", "mean", "ci_low", "ci_high"}` of `bootstrap_ci`, with None values when there is no data."""
     if not values:
