@@ -5,8 +5,8 @@ a session token whose row in the store says who it is (so logout and password ch
 the server; each login issues a new token). Every POST must send the CSRF token back (form field
 `csrf_token` or header `X-CSRF-Token`). Failed logins are throttled per account and per client address
 (`LoginLimits`, 429 with `Retry-After`), and logins, logouts, password changes and exports go to the
-store's audit log with the client's address (`trusted_proxies` decides when X-Forwarded-For counts). Store calls
-are blocking, so handlers that touch the store are plain `def`s (FastAPI runs them in its thread
+store's audit log with the client's address (`trusted_proxies` decides when X-Forwarded-For counts).
+Store calls are blocking, so handlers that touch the store are plain `def`s (FastAPI runs them in its thread
 pool). A request that asks for JSON (`Accept: application/json`) gets JSON answers and errors,
 anyone else gets pages; either way a bad request is a 4xx with the reason.
 """
