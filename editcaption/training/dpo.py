@@ -64,6 +64,13 @@ class DPOJobConfig(TrainJobConfig):
     )
     hard_negatives: HardNegativeSettings = Field(default_factory=HardNegativeSettings)
     learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (DPO wants a small one).")
+    precompute_reference: bool = Field(
+        False,
+        description="Run the reference model once over the pairs in a Ray Data pass before training "
+        "(`training/reference.py`, `workers.num_workers` actors with a worker's CPUs and GPUs) and store "
+        "its log-probs with them; training then holds no reference model and runs no reference forward "
+        "(the loss equals the on-the-fly reference's to 1e-5). false: TRL's reference on every step.",
+    )
 
 
 def prepare_dpo_data(cfg: DPOJobConfig) -> tuple[str, dict[str, int]]:
@@ -112,7 +119,7 @@ def objective_arguments(cfg: DPOJobConfig) -> dict[str, Any]:
     extra = dict(cfg.hae) if cfg.objective == "hae" else dict(NO_MARGIN)
     extra["loss_type"] = ["sigmoid", "sft"] if cfg.sft_loss_weight else ["sigmoid"]
     extra["loss_weights"] = [1.0, cfg.sft_loss_weight] if cfg.sft_loss_weight else None
-    return {"beta": cfg.beta, **extra}
+    return {"beta": cfg.beta, "precomputed_reference": cfg.precompute_reference, **extra}
 
 
 # Plain DPO as HAE-DPO with no margin: every weight 0 (labels then optional).
@@ -123,7 +130,8 @@ def build_dpo_trainer(cfg: DPOJobConfig, data_uri: str, output_dir: str) -> DPOT
     """The worker's DPO trainer (called inside each Ray Train worker).
 
     Full fine-tuning gets its reference model built here, so it gets the same MoE leaf modules as
-    the policy; LoRA runs use the base model with the adapter disabled as the reference.
+    the policy; LoRA runs use the base model with the adapter disabled as the reference. With
+    `precompute_reference` the rows carry the reference's log-probs and no reference model is built.
     """
     import ray.train
 
@@ -137,7 +145,7 @@ def build_dpo_trainer(cfg: DPOJobConfig, data_uri: str, output_dir: str) -> DPOT
     model = load_model(cfg)
     return trainer_class(
         model=model,
-        ref_model=load_model(cfg) if cfg.finetune == "full" else None,
+        ref_model=load_model(cfg) if cfg.finetune == "full" and not cfg.precompute_reference else None,
         args=args,
         train_dataset=load_rows(data_uri, cache),
         processing_class=load_processor(cfg),
@@ -152,4 +160,9 @@ def run_dpo(cfg: DPOJobConfig) -> dict[str, Any]:
     trainer_classes(cfg)  # a bad objective or margin weight fails here, before Ray starts
     check_run_folder(cfg)
     data_uri, counts = prepare_dpo_data(cfg)
-    return {**launch(cfg, build_dpo_trainer, data_uri), "data": counts}
+    data: dict[str, Any] = dict(counts)
+    if cfg.precompute_reference:
+        from editcaption.training.reference import precompute_reference
+
+        data_uri, data["reference_pass"] = precompute_reference(cfg, data_uri)
+    return {**launch(cfg, build_dpo_trainer, data_uri), "data": data}

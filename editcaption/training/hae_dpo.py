@@ -24,6 +24,11 @@ How TRL's code is reused: m enters as a shift of the rejected answer's reference
 precomputed-reference path. The policy forward, Δ, the loss, the MoE router loss and every stock metric
 are TRL's code; with m = 0 the loss is bit-for-bit TRL's. TRL's reward metrics would see the shift, so
 they are rewritten from the unshifted per-pair values, and per-error-type statistics are added.
+
+With ``precomputed_reference`` the rows carry π_ref's summed log-probs (``ref_chosen_logps``,
+``ref_rejected_logps``, written by ``training/reference.py``'s Ray Data pass): no reference model is
+loaded or run, and the loss and h read the stored values. TRL itself refuses to precompute for vision
+data, and would otherwise load a reference from the policy's path.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from trl import DPOConfig, DPOTrainer
 from editcaption.schema import ERROR_TYPES, SEVERITIES
 
 LABEL_COLUMNS = ("error_type", "severity")
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # TRL's own batch keys for them
 UNLABELLED = -1
 
 
@@ -83,6 +89,14 @@ class HAEDPOConfig(DPOConfig):
             "summed log-probs."
         },
     )
+    precomputed_reference: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether rows carry the reference model's summed completion log-probs in "
+            "`ref_chosen_logps` and `ref_rejected_logps` (written by editcaption.training.reference). Then "
+            "no reference model is loaded or run: the loss and the hardness term read the stored values."
+        },
+    )
     margin_cap: float = field(
         default=3.0,
         metadata={
@@ -99,6 +113,11 @@ class HAEDPOConfig(DPOConfig):
         for name in ("hardness_weight", "margin_cap"):
             if getattr(self, name) < 0:
                 raise ValueError(f"HAEDPOConfig.{name} must be >= 0, got {getattr(self, name)}.")
+        if self.precomputed_reference and (self.sync_ref_model or self.precompute_ref_log_probs):
+            raise ValueError(
+                "HAEDPOConfig.precomputed_reference reads fixed stored reference log-probs: it excludes "
+                "sync_ref_model and TRL's own precompute_ref_log_probs."
+            )
         if self.ld_alpha is not None:
             raise ValueError(
                 "HAEDPOConfig does not support ld_alpha (its per-pair metrics use summed log-probs); "
@@ -199,14 +218,46 @@ class HAEPreferenceCollator:
 
     inner: Callable[[list[dict[str, Any]]], dict[str, Any]]
     require_labels: bool = True
+    reference: bool = False  # rows carry stored reference log-probs (REFERENCE_COLUMNS)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         severity = [_label_id(ex, "severity", SEVERITIES, self.require_labels) for ex in examples]
         error_type = [_label_id(ex, "error_type", ERROR_TYPES, self.require_labels) for ex in examples]
-        batch = self.inner([{k: v for k, v in ex.items() if k not in LABEL_COLUMNS} for ex in examples])
+        reference = [_reference(ex) for ex in examples] if self.reference else []
+        own = {*LABEL_COLUMNS, *REFERENCE_COLUMNS}
+        batch = self.inner([{k: v for k, v in ex.items() if k not in own} for ex in examples])
         batch["hae_severity"] = torch.tensor(severity, dtype=torch.long)
         batch["hae_error_type"] = torch.tensor(error_type, dtype=torch.long)
+        for k, column in enumerate(REFERENCE_COLUMNS):
+            if reference:
+                batch[column] = torch.tensor([values[k] for values in reference], dtype=torch.float32)
         return batch
+
+
+def _reference(example: dict[str, Any]) -> tuple[float, float]:
+    values = [example.get(column) for column in REFERENCE_COLUMNS]
+    if any(v is None for v in values):
+        raise ValueError(
+            "HAE-DPO with precomputed_reference: a row has no "
+            f"{' / '.join(REFERENCE_COLUMNS)}; run editcaption.training.reference.precompute_reference "
+            "on the rows first (the DPO job does with precompute_reference: true)."
+        )
+    return float(values[0]), float(values[1])
+
+
+@contextmanager
+def _no_reference_model():
+    """While DPOTrainer is built: give no ref_model and TRL loads one from the policy's path (it would
+    skip that only for its own precompute, which it refuses for vision data); with stored log-probs
+    there must be none, so its loader returns None here."""
+    from trl.trainer import dpo_trainer
+
+    load = dpo_trainer.create_model_from_path
+    dpo_trainer.create_model_from_path = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        dpo_trainer.create_model_from_path = load
 
 
 class HAEDPOTrainer(DPOTrainer):
@@ -217,16 +268,27 @@ class HAEDPOTrainer(DPOTrainer):
             args = HAEDPOConfig(output_dir="hae-dpo")
         if not isinstance(args, HAEDPOConfig):
             raise TypeError(f"HAEDPOTrainer needs an HAEDPOConfig, got {type(args).__name__}.")
-        super().__init__(model, ref_model=ref_model, args=args, **kwargs)
+        if args.precomputed_reference:
+            if ref_model is not None:
+                raise ValueError(
+                    "HAEDPOConfig.precomputed_reference: pass no ref_model, the rows hold its log-probs."
+                )
+            with _no_reference_model():
+                super().__init__(model, ref_model=None, args=args, **kwargs)
+        else:
+            super().__init__(model, ref_model=ref_model, args=args, **kwargs)
         if not isinstance(self.data_collator, HAEPreferenceCollator):
-            self.data_collator = HAEPreferenceCollator(self.data_collator, require_labels=args.needs_labels)
+            self.data_collator = HAEPreferenceCollator(
+                self.data_collator, require_labels=args.needs_labels, reference=args.precomputed_reference
+            )
         self._severity_weights = torch.tensor([args.severity_margins[s] for s in SEVERITIES])
         self._type_weights = torch.tensor([args.type_margins[t] for t in ERROR_TYPES])
 
     def _set_signature_columns_if_needed(self) -> None:
         # TRL's vision path keeps only prompt/chosen/rejected/images…; labels must reach the collator.
         super()._set_signature_columns_if_needed()
-        missing = [c for c in LABEL_COLUMNS if c not in self._signature_columns]
+        ours = [*LABEL_COLUMNS, *(REFERENCE_COLUMNS if self.args.precomputed_reference else ())]
+        missing = [c for c in ours if c not in self._signature_columns]
         self._signature_columns = [*self._signature_columns, *missing]
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
@@ -234,7 +296,7 @@ class HAEDPOTrainer(DPOTrainer):
         inputs = dict(inputs)
         severity_ids = inputs.pop("hae_severity")
         type_ids = inputs.pop("hae_error_type")
-        if self.precompute_ref_logps:
+        if self.precompute_ref_logps or self.args.precomputed_reference:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
             ref_source = self.ref_model if self.ref_model is not None else self.model
