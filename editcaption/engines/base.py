@@ -28,6 +28,9 @@ from editcaption.redaction import redact_text
 if TYPE_CHECKING:
     import ray.data
 
+DEFAULT_ROWS_PER_BATCH = 8
+# Batches an async-engine actor works on at once: one being answered while the next arrives and starts.
+BATCHES_IN_FLIGHT = 2
 RESULT_COLUMNS = ("text", "token_logprobs", "num_output_tokens", "error", "finish_reason", "reasoning")
 
 
@@ -159,12 +162,22 @@ class Engine(ABC):
     def predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
         """(callable class with `answer_many(request_rows)`, its constructor kwargs, Ray resources)."""
 
+    def async_predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]] | None:
+        """(class with `async answer_timed(request_row)`, its constructor kwargs, Ray resources) when the
+        backend has an engine that schedules each request as it comes (vLLM's async engine), else None."""
+        return None
+
+    def rows_per_batch(self, requests_per_row: int) -> int:
+        """Rows per grouped batch when the caller does not say. Engines that know how many sequences
+        they run at once size it so that a batch's first round fills them."""
+        return DEFAULT_ROWS_PER_BATCH
+
     def apply_grouped(
         self,
         ds: ray.data.Dataset,
         expand: Expand,
         merge: Merge,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         replicas: int = 1,
         seconds_column: str | None = None,
     ) -> ray.data.Dataset:
@@ -176,21 +189,36 @@ class Engine(ABC):
         return self.apply_steps(ds, [GroupedStep(expand, merge, seconds_column)], batch_size, replicas)
 
     def apply_steps(
-        self, ds: ray.data.Dataset, steps: list[GroupedStep], batch_size: int = 8, replicas: int = 1
+        self,
+        ds: ray.data.Dataset,
+        steps: list[GroupedStep],
+        batch_size: int | None = None,
+        replicas: int = 1,
     ) -> ray.data.Dataset:
-        """Several grouped rounds on one engine, one after the other inside the same actor call.
+        """Several grouped rounds on one engine, one after the other for each row, in the same actor.
 
         When two stages ask the same model (captioning, then scoring with it), one engine doing both
         holds one copy of the weights and never competes with a second engine for the same cores.
+        `batch_size` rows per batch, by default sized from the engine (`rows_per_batch`). With an async
+        engine each row starts its next round as soon as its own requests are answered, and each actor
+        works on `BATCHES_IN_FLIGHT` batches at once, so the engine never waits for a batch to finish
+        or for the next one to arrive.
         """
         from ray.data import ActorPoolStrategy
 
-        cls, kwargs, resources = self.predictor()
+        batch_size = batch_size or self.rows_per_batch(steps[0].requests_per_row)
+        spec = self.async_predictor()
+        if spec is None:
+            call, (cls, kwargs, resources) = GroupedCall, self.predictor()
+            compute = ActorPoolStrategy(size=replicas)
+        else:
+            call, (cls, kwargs, resources) = AsyncGroupedCall, spec
+            compute = ActorPoolStrategy(size=replicas, max_concurrent_calls_per_actor=BATCHES_IN_FLIGHT)
         return ds.map_batches(
-            GroupedCall,
+            call,
             fn_constructor_kwargs={"predictor_cls": cls, "predictor_kwargs": kwargs, "steps": steps},
             batch_size=batch_size,
-            compute=ActorPoolStrategy(size=replicas),
+            compute=compute,
             batch_format="pyarrow",
             **resources,
         )
@@ -210,12 +238,14 @@ class Engine(ABC):
 class GroupedStep:
     """One grouped round: `expand(row)` → requests, `merge(row, results)` → the row for the next round.
 
-    With `seconds_column`, each row gets its share of the engine time this round took on its batch.
+    With `seconds_column`, each row gets its share of the engine time this round took. `requests_per_row`
+    is about how many requests `expand` makes of a row; the first round's sizes default batches.
     """
 
     expand: Expand
     merge: Merge
     seconds_column: str | None = None
+    requests_per_row: int = 1
 
 
 class GroupedCall:
@@ -245,6 +275,34 @@ class GroupedCall:
             share = (time.perf_counter() - started) / len(merged)
             merged = [{**row, step.seconds_column: share} for row in merged]
         return merged
+
+
+class AsyncGroupedCall:
+    """Ray Data callable class behind `Engine.apply_steps` for an async engine: every row runs its
+    rounds on its own, each round's requests sent at once, so one row's scoring overlaps another's
+    captioning and the engine's scheduler always has the work of every row in flight. A row's
+    `seconds_column` is its requests' share of engine-busy time (`BusyClock`)."""
+
+    def __init__(self, predictor_cls: type, predictor_kwargs: dict[str, Any], steps: list[GroupedStep]):
+        self.predictor = predictor_cls(**predictor_kwargs)
+        self.steps = steps
+
+    async def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+        import asyncio
+
+        rows = await asyncio.gather(*(self._row(row) for row in batch.to_pylist()))
+        return rows_to_batch(list(rows))
+
+    async def _row(self, row: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        for step in self.steps:
+            requests = [r.to_row() for r in step.expand(row)]
+            answers = await asyncio.gather(*(self.predictor.answer_timed(r) for r in requests))
+            row = step.merge(row, [EngineResult.from_row(answer) for answer, _ in answers])
+            if step.seconds_column:
+                row = {**row, step.seconds_column: sum(busy for _, busy in answers)}
+        return row
 
 
 def request_images(row: dict[str, Any], max_pixels: int, min_pixels: int) -> list[Image.Image]:
