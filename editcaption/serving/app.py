@@ -585,11 +585,13 @@ class CaptionerAPI:
 def engine_deployment(name: str, config: EngineDeploymentConfig) -> Any:
     """An engine deployment with the engine's resources (GPUs per replica, vLLM environment)."""
     _, _, resources = VLLMEngine(config.engine).predictor()
+    # Enough requests in the replica to fill the engine twice over (its running and its next batch).
+    per_engine = config.engine.max_num_seqs if config.engine.async_engine else config.batching.max_batch_size
     return serve.deployment(
         EngineServer,
         name=name,
         ray_actor_options=resources,
-        max_ongoing_requests=max(2 * config.batching.max_batch_size, 8),
+        max_ongoing_requests=max(2 * per_engine, 8),
     ).bind(config)
 
 

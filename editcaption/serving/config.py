@@ -21,8 +21,10 @@ MODEL_ENV = "EDITCAPTION_SERVE_MODEL"
 
 
 class BatchingConfig(BaseModel):
-    """Dynamic batching into the engine (`serving/batcher.py`): each engine call takes every request
-    waiting when the engine becomes free, up to `max_batch_size`."""
+    """Dynamic batching into a synchronous engine (`serving/batcher.py`, used with the engine's
+    `async_engine: false`): each engine call takes every request waiting when the engine becomes free,
+    up to `max_batch_size`. The async engine (the default) schedules requests itself, up to its
+    `max_num_seqs`."""
 
     model_config = ConfigDict(extra="forbid")
 
