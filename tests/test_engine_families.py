@@ -15,6 +15,9 @@ from editcaption.engines.families import FAMILY_NAMES, PLAIN, family_of, merged
         ("zai-org/GLM-4.5V", "glm-4.5v"),
         ("glm-4.5v", "glm-4.5v"),
         ("/models/GLM-4.5V-FP8", "glm-4.5v"),
+        ("zai-org/GLM-4.6V", "glm-4.6v"),
+        ("zai-org/GLM-4.6V-Flash", "glm-4.6v"),
+        ("glm-4.6v", "glm-4.6v"),
         ("zai-org/GLM-4.1V-9B-Thinking", "glm-4.1v-thinking"),
         ("Qwen/Qwen3-VL-8B-Thinking", "qwen3-vl-thinking"),
         ("Qwen/Qwen3-VL-235B-A22B-Instruct", "qwen3-vl-instruct"),
@@ -42,6 +45,7 @@ def test_thinking_switch_follows_the_template_arguments():
     glm = family_of("zai-org/GLM-4.5V")
     assert glm.reasons() and glm.reasons({"enable_thinking": True})
     assert not glm.reasons({"enable_thinking": False})
+    assert not family_of("zai-org/GLM-4.6V-Flash").reasons({"enable_thinking": False})
     assert family_of("zai-org/GLM-4.1V-9B-Thinking").reasons({"enable_thinking": False})  # no switch
     assert not PLAIN.reasons()
 
@@ -62,6 +66,8 @@ def test_config_values_merge_over_family_defaults_and_null_drops_one():
         model="glm-4.5v", base_url="http://127.0.0.1:1/v1", extra_body={"thinking": {"type": "disabled"}}
     )
     assert api_off.body_extra() == {"thinking": {"type": "disabled"}}
+    glm46 = OpenAIEngineConfig(model="glm-4.6v", base_url="http://127.0.0.1:1/v1")
+    assert glm46.body_extra() == {"thinking": {"type": "enabled"}}
     assert OpenAIEngineConfig(model="gemini-2.5-pro", base_url="http://x/v1").body_extra() == {}
 
 

@@ -8,6 +8,9 @@ parsed differently. The facts come from the published chat templates and model c
   `<think>…</think>` and boxes its final answer in `<|begin_of_box|>…<|end_of_box|>`. GLM's API takes
   `thinking: {"type": "enabled" | "disabled"}` and returns the reasoning in `reasoning_content`. vLLM's
   reasoning parser for it is `glm45` (the GLM-V README serves it with `--reasoning-parser glm45`).
+- GLM-4.6V (106B, Glm4vMoe) and GLM-4.6V-Flash (9B, Glm4v): the same hybrid reasoning, switch, box and
+  `glm45` parser as GLM-4.5V (the GLM-V README serves GLM-4.6V with `--reasoning-parser glm45` and
+  switches thinking off with `chat_template_kwargs: {enable_thinking: false}`); 128k context.
 - GLM-4.1V-9B-Thinking: always reasons (no switch) and wraps the answer in `<answer>…</answer>`, with a
   box inside for short answers (GLM-V's reward system and `trans_infer_cli.py` read `<answer>`).
 - Qwen3-VL Thinking: the chat template opens `<think>` itself, so a reply holds only the closing
@@ -63,6 +66,16 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
         name="glm-4.5v",
         match=r"glm-?4\.?5-?v",
+        thinks=True,
+        thinking_switch="enable_thinking",
+        chat_template_kwargs=_frozen({"enable_thinking": True}),
+        api_extra_body=_frozen({"thinking": {"type": "enabled"}}),
+        reasoning_parser="glm45",
+        reasoning_max_tokens=4096,
+    ),
+    ModelFamily(
+        name="glm-4.6v",
+        match=r"glm-?4\.?6-?v",
         thinks=True,
         thinking_switch="enable_thinking",
         chat_template_kwargs=_frozen({"enable_thinking": True}),
