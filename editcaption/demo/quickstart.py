@@ -148,7 +148,7 @@ def next_steps(output: str) -> list[tuple[str, str]]:
     dpo_in = f" --set input={output}/{INPUTS}" if moved else ""
     eval_in = f" --set benchmarks.0.uri={output}/{INPUTS}" if moved else ""
     return [
-        ("review", f"editcaption review user add me --admin --store {store}"),
+        ("review", f"editcaption review user add me --store {store}"),
         ("", f"editcaption review import --store {store} --from {output} --kind refine"),
         ("", f"editcaption review serve --store {store}"),
         ("train", f"editcaption train sft --config ray_jobs/configs/train-sft-demo.yaml{train_in}"),
