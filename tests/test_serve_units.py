@@ -185,3 +185,112 @@ def test_a_request_past_its_deadline_gets_504_and_its_engine_calls_are_cancelled
     assert refused.value.status == 504 and "request_timeout_s=0.05" in refused.value.reason
     assert len(calls) == 2 and all(c.cancelled for c in calls)
     assert time.monotonic() - started < 2
+
+
+class _Recorded:
+    """A finished engine call: the row the engine answered for `request`."""
+
+    def __init__(self, row: dict) -> None:
+        self.row = row
+
+    def __await__(self):
+        yield from []
+        return self.row
+
+    def cancel(self) -> None:  # pragma: no cover - only a deadline cancels
+        pass
+
+
+def _engine_handle(answer, seen: list[dict]):
+    """A stand-in for an engine deployment's handle (no Ray here) answering each row with `answer(row)`."""
+    from types import SimpleNamespace
+
+    def remote(row: dict) -> _Recorded:
+        seen.append(row)
+        return _Recorded({**row, **answer(row)})
+
+    return SimpleNamespace(answer=SimpleNamespace(remote=remote))
+
+
+def _request(path: str, body: bytes):
+    from starlette.requests import Request
+
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "query_string": b"",
+    }
+    return Request(scope, receive)
+
+
+def _serve_config(scorer: str) -> ServeConfig:
+    engine = {"backend": "vllm", "device": "cpu", "max_model_len": 2048}
+    return ServeConfig.model_validate(
+        {
+            "model_id": "tiny",
+            "captioner": {"engine": {**engine, "model": "Qwen/Qwen3-VL-8B-Thinking"}},
+            "scorer": {"engine": {**engine, "model": scorer}},
+            "auth": {"mode": "disabled"},
+            "limits": {"images": {"reject_identical": False}},
+        }
+    )
+
+
+def test_serve_asks_and_reads_each_family_as_the_pipeline_does() -> None:
+    """The ingress alone (engine handles are stand-ins: no Ray, no model): an EditScore-7B scorer gets
+    its `<img1>: ` labels like synthesis sends them, a Qwen3-VL Thinking captioner's reply (its template
+    opens `<think>`, so the reply holds only `</think>`) is read without its reasoning, and the chat
+    route's finish_reason is the engine's own."""
+    import asyncio
+    import base64
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from editcaption.serving.app import CaptionerAPI
+
+    ingress = CaptionerAPI.func_or_class.__mro__[1]  # the class as written, without Serve's ASGI wrapper
+
+    def png(seed: int) -> str:
+        pixels = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    captioned, scored = [], []
+    reply = {"text": "The model weighs it.</think>Move the cup left.", "num_output_tokens": 9}
+    captioner = _engine_handle(lambda row: {**reply, "finish_reason": "stop", "error": None}, captioned)
+    score_text = '{"reasoning": "fine", "score": [8, 7]}'  # EditScore's two sub-scores
+    scorer = _engine_handle(
+        lambda row: {"text": score_text, "num_output_tokens": 9, "finish_reason": "stop", "error": None},
+        scored,
+    )
+    api = ingress(_serve_config("EditScore/EditScore-7B"), captioner, scorer)
+    body = json.dumps({"source": png(1), "target": png(2), "score": True}).encode()
+    answer = asyncio.run(api.instructions(_request("/v1/instructions", body)))
+    assert answer.candidates[0].instruction == "Move the cup left."
+    texts = [json.dumps(row["messages"]) for row in scored]
+    assert scored and all("<img1>: " in t for t in texts) and any("<img2>: " in t for t in texts)
+    assert answer.candidates[0].score.overall is not None  # read as the pipeline reads it
+
+    plain = ingress(_serve_config("/models/editscore-qwen3-vl-8b"), captioner, scorer)
+    scored.clear()
+    asyncio.run(plain.instructions(_request("/v1/instructions", body)))
+    assert scored and not any("<img1>" in json.dumps(row["messages"]) for row in scored)
+
+    # exactly max_tokens long but ended by the model: the engine says stop, and so does the chat reply
+    chat = {"model": "tiny", "max_tokens": 9, "messages": [{"role": "user", "content": "Describe."}]}
+    completion = asyncio.run(
+        api.chat_completions(_request("/v1/chat/completions", json.dumps(chat).encode()))
+    )
+    assert completion.choices[0].finish_reason == "stop"

@@ -21,7 +21,7 @@ import math
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -286,6 +286,14 @@ def _candidate_out(candidate: dict[str, Any], score: dict[str, Any] | None) -> d
     return out
 
 
+def _finish_reason(result: EngineResult, max_tokens: int) -> Literal["stop", "length"]:
+    """The engine's own reason when it gave one (a reply that ends on its end-of-sequence token at
+    exactly `max_tokens` is `stop`); else whether the reply used the whole budget."""
+    if result.finish_reason in ("stop", "length"):
+        return result.finish_reason
+    return "length" if result.num_output_tokens >= max_tokens else "stop"
+
+
 # The ingress comes after every helper it calls: Serve serializes the class when it is decorated.
 
 
@@ -301,6 +309,9 @@ class CaptionerAPI:
         self.captioner = captioner
         self.scorer = scorer or captioner
         self.scorer_id = config.scorer.engine.model if config.scorer else config.served_model_id()
+        # Asked and read as their families were trained (EditScore-7B's image labels, Thinking templates).
+        self.captioner_family = config.captioner.engine.model_family()
+        self.scorer_family = (config.scorer or config.captioner).engine.model_family()
         self.keys = KeyChecker(config.auth)
         self.quotas = KeyQuotas(config.quotas, self.keys.digests)
         self.proxies = parse_networks(config.trusted_proxies)
@@ -379,7 +390,8 @@ class CaptionerAPI:
             _add_style(r, options)
         results = await self._answer(self.captioner, requests, deadline)
         self._charge(digest, results)
-        candidates = [make_candidate(request_id, result, self.config.served_model_id()) for result in results]
+        model_id, in_prompt = self.config.served_model_id(), self.captioner_family.reasoning_in_prompt
+        candidates = [make_candidate(request_id, result, model_id, in_prompt) for result in results]
         _count_candidates(candidates)
         captioned = time.perf_counter()
 
@@ -387,10 +399,13 @@ class CaptionerAPI:
         score_s = None
         if options.score:
             scored_row = {**row, "candidates": json.dumps(candidates)}
-            score_requests = score_expand(scored_row, self.config.editscore)
+            editscore, family = self.config.editscore, self.scorer_family
+            score_requests = score_expand(scored_row, editscore, family.image_label)
             score_results = await self._answer(self.scorer, score_requests, deadline)
             self._charge(digest, score_results)
-            merged = score_merge(scored_row, score_results, self.config.editscore, self.scorer_id)
+            merged = score_merge(
+                scored_row, score_results, editscore, self.scorer_id, family.reasoning_in_prompt
+            )
             scores = {s["candidate_id"]: s for s in json.loads(merged["scores"])}
             score_s = time.perf_counter() - captioned
         return InstructionsResponse(
@@ -490,7 +505,7 @@ class CaptionerAPI:
             ChatChoice(
                 index=i,
                 message=ChatChoiceMessage(content=r.text or ""),
-                finish_reason="length" if r.num_output_tokens >= max_tokens else "stop",
+                finish_reason=_finish_reason(r, max_tokens),
             )
             for i, r in enumerate(results)
         ]
