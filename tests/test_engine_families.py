@@ -81,3 +81,40 @@ def test_unknown_engine_keys_are_still_errors():
 def test_every_family_is_documented_on_the_config_field():
     description = VLLMEngineConfig.model_fields["family"].description
     assert all(name in description for name in FAMILY_NAMES)
+
+
+def test_a_reasoning_model_whose_budget_its_reasoning_would_use_up_is_warned_about(caplog):
+    """Synthesis and eval (captioners and the judge) warn when a thinking family gets fewer tokens
+    than its reply budget; a non-reasoning model or thinking switched off is not warned about."""
+    from editcaption.engines.base import SamplingSettings
+    from editcaption.evaluation.job import EvalConfig, warn_if_reasoning_is_cut_in
+    from editcaption.synthesis.job import warn_if_reasoning_is_cut
+
+    glm = VLLMEngineConfig(model="zai-org/GLM-4.5V")
+    with caplog.at_level("WARNING"):
+        warn_if_reasoning_is_cut(glm, SamplingSettings(max_tokens=160), "annotator")
+        warn_if_reasoning_is_cut(glm, SamplingSettings(max_tokens=4096), "annotator")
+        off = VLLMEngineConfig(model="zai-org/GLM-4.5V", chat_template_kwargs={"enable_thinking": False})
+        warn_if_reasoning_is_cut(off, SamplingSettings(max_tokens=160), "annotator")
+    assert [r.getMessage().split(" reasons")[0] for r in caplog.records] == ["annotator zai-org/GLM-4.5V"]
+
+    caplog.clear()
+    config = EvalConfig.model_validate(
+        {
+            "captioners": [
+                {"name": "glm", "engine": {"backend": "vllm", "model": "zai-org/GLM-4.6V"}},
+                {"name": "qwen", "engine": {"backend": "vllm", "model": "Qwen/Qwen3-VL-8B-Instruct"}},
+            ],
+            "judge": {
+                "engine": {"backend": "openai", "model": "glm-4.5v", "base_url": "http://127.0.0.1:1/v1"},
+                "sampling": {"max_tokens": 512},
+            },
+            "benchmarks": [{"name": "b", "format": "eval-n", "uri": "/tmp"}],
+            "output": "/tmp/unused-eval-output",
+        }
+    )
+    with caplog.at_level("WARNING"):
+        warn_if_reasoning_is_cut_in(config)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and warned[0].startswith("captioner glm ") and warned[1].startswith("judge ")
+    assert "max_tokens 512 < 4096" in warned[1]

@@ -310,6 +310,17 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
 
     from editcaption.ray_setup import init_ray
 
+def warn_if_reasoning_is_cut_in(config: EvalConfig) -> None:
+    """Warn for each captioner and the judge whose reasoning family's reply budget is larger than its
+    `max_tokens` (its replies would end `truncated`, captions unparsed and judgments missing)."""
+    from editcaption.synthesis.job import warn_if_reasoning_is_cut
+
+    for cap in config.captioners:
+        warn_if_reasoning_is_cut(cap.engine, cap.sampling, f"captioner {cap.name}")
+    if config.judge is not None:
+        warn_if_reasoning_is_cut(config.judge.engine, config.judge.sampling, "judge")
+
+
     human = read_human_judgments(config.human) if config.human else []  # fail early on a bad source
     init_ray(config.ray_address)
     started = time.time()
@@ -317,6 +328,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     columns = [SpinnerColumn(), TextColumn("{task.description}: {task.completed} pairs"), TimeElapsedColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("evaluating")
+    warn_if_reasoning_is_cut_in(config)
 
         def counted() -> Any:
             for row in rows:
