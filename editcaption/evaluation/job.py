@@ -304,12 +304,6 @@ def _write_tables(tables: dict[str, list[dict[str, Any]]], out: str) -> None:
             pq.write_table(pa.Table.from_pylist(tables[name], schema=schema), f)
 
 
-def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
-    """Run the eval into `config.output`; returns the metrics dict written to `metrics.json`."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from editcaption.ray_setup import init_ray
-
 def warn_if_reasoning_is_cut_in(config: EvalConfig) -> None:
     """Warn for each captioner and the judge whose reasoning family's reply budget is larger than its
     `max_tokens` (its replies would end `truncated`, captions unparsed and judgments missing)."""
@@ -321,14 +315,20 @@ def warn_if_reasoning_is_cut_in(config: EvalConfig) -> None:
         warn_if_reasoning_is_cut(config.judge.engine, config.judge.sampling, "judge")
 
 
+def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the eval into `config.output`; returns the metrics dict written to `metrics.json`."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from editcaption.ray_setup import init_ray
+
     human = read_human_judgments(config.human) if config.human else []  # fail early on a bad source
+    warn_if_reasoning_is_cut_in(config)
     init_ray(config.ray_address)
     started = time.time()
     rows = build_pipeline(config).drop_columns(["source", "target"]).iter_rows()
     columns = [SpinnerColumn(), TextColumn("{task.description}: {task.completed} pairs"), TimeElapsedColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("evaluating")
-    warn_if_reasoning_is_cut_in(config)
 
         def counted() -> Any:
             for row in rows:
