@@ -183,14 +183,10 @@ def main() -> None:
         ap.error("--seeds: a study needs at least two seeds")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     work = Path(args.work).resolve()
-    cfg = DemoConfig(
-        out=str(work / "stage1"),
-        annotator=args.annotator,
-        scorer=args.scorer,
-        split=args.split,
-        heldout=args.pairs,
-        **overrides,
-    )
+    given = {"annotator": args.annotator, "scorer": args.scorer, "split": args.split, "heldout": args.pairs}
+    if clash := set(overrides) & {*given, "out", "seed"}:
+        ap.error(f"--set {', '.join(sorted(clash))}: use the command's own options")
+    cfg = DemoConfig(out=str(work / "stage1"), **given, **overrides)
     t0 = time.monotonic()
     stage1 = run_stage1(cfg)
     pairs = split_pairs(args.split, args.pairs)

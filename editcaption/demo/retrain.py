@@ -12,7 +12,8 @@ the committed weights (`editcaption/data/miniature/{annotator,scorer}`).
    EditScore prompts (`records.scorer_conversations`): a verdict on the candidate, then scores.
 
 The finished models are measured on the `test` split; the cards beside the weights (bfloat16) hold
-the curve, the measurements, the seeds and the time.
+the curve, the measurements, the seeds and the time. With a `work_dir` a retrain that was cut off
+resumes: every job whose output is complete is kept, with its measurements, and the rest is trained.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +88,7 @@ class RetrainConfig(BaseModel):
         "descriptions, 0.32 with instructions only (docs/miniature.md).",
     )
     world_steps: int = Field(
-        3400, ge=0, description="Steps on every kind after the curriculum, clean labels (with descriptions)."
+        3000, ge=0, description="Steps on every kind after the curriculum, clean labels (with descriptions)."
     )
     world_chunk: int = Field(
         600,
@@ -97,7 +97,7 @@ class RetrainConfig(BaseModel):
         "measured on the dev split: the training curve in the annotator's card.",
     )
     world_decay_steps: int = Field(
-        1000,
+        600,
         ge=0,
         description="The world stage's last chunk: the learning rate decays linearly to 0 over these steps "
         "(part of `world_steps`). At a constant 5e-4 the per-kind accuracy swung by ±0.15 between "
@@ -124,7 +124,9 @@ class RetrainConfig(BaseModel):
     )
     scorer_learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate of the scorer's run.")
     work_dir: str | None = Field(
-        None, description="Scratch folder for data and checkpoints; null: a temp folder."
+        None,
+        description="Scratch folder for data and checkpoints; null: a temp folder. Run again with the same "
+        "folder and config to resume after the last finished job.",
     )
 
 
@@ -171,6 +173,30 @@ def _job(
     )
 
 
+def _train(job: SFTJobConfig) -> dict[str, Any]:
+    """`run_sft(job)`, or the summary of an earlier run of the same job that finished (resume)."""
+    from editcaption.training.sft import run_sft
+
+    done = Path(job.output) / "training_summary.json"
+    if done.exists() and (Path(job.output) / "config.json").exists():
+        return json.loads(done.read_text())
+    return run_sft(job)
+
+
+def _measured_once(folder: str, name: str, measure: Any) -> dict[str, Any]:
+    """`measure()`, kept in `folder/name` so a resumed retrain does not measure a finished job again."""
+    path = Path(folder) / name
+    if path.exists():
+        return json.loads(path.read_text())
+    result = measure()
+    path.write_text(json.dumps(result))
+    return result
+
+
+def _seconds(result: dict[str, Any]) -> float:
+    return float((result.get("metrics") or {}).get("train_runtime") or 0.0)
+
+
 def _world_data(
     cfg: RetrainConfig, work: Path, name: str, steps: int, stream: int, kinds: list[str] | None
 ) -> Path:
@@ -195,43 +221,46 @@ def _chunks(total: int, size: int, decay: int) -> list[int]:
 def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     """Train, measure and write the world model's measurements, the annotator and the scorer; returns
     the two cards."""
-    from editcaption.training.sft import run_sft
-
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
     dev, test = split_pairs("dev", cfg.measure_pairs), split_pairs("test", cfg.measure_pairs)
-    t0 = time.monotonic()
-    start = str(build_world_qwen3vl(work / "base", cfg.model.model_copy(update={"seed": cfg.seed})))
+    base = work / "base"
+    if not (base / "config.json").exists():
+        build_world_qwen3vl(base, cfg.model.model_copy(update={"seed": cfg.seed}))
+    start, seconds = str(base), 0.0  # seconds: summed training time of the jobs, resumed ones included
     stages, curve, step = [], [], 0
     for i, stage in enumerate(cfg.curriculum):
         data = _world_data(cfg, work, f"stage{i}", stage.steps, 101 + i, list(stage.kinds))
         warmup = cfg.curriculum_warmup_steps if i == 0 else 0
         job = _job(cfg, work, f"stage{i}", start, data, stage.steps, cfg.learning_rate, warmup)
-        stages.append(
-            {"kinds": stage.kinds, "steps": stage.steps, "train_metrics": run_sft(job).get("metrics")}
-        )
-        start, step = job.output, step + stage.steps
+        result = _train(job)
+        stages.append({"kinds": stage.kinds, "steps": stage.steps, "train_metrics": result.get("metrics")})
+        start, step, seconds = job.output, step + stage.steps, seconds + _seconds(result)
     chunks = _chunks(cfg.world_steps, cfg.world_chunk, cfg.world_decay_steps)
     for k, steps in enumerate(chunks):
         decay = cfg.world_decay_steps > 0 and k == len(chunks) - 1
         data = _world_data(cfg, work, f"world{k}", steps, 201 + k, None)
         # A short warm-up per chunk: each job starts a fresh Adam state.
         job = _job(cfg, work, f"world{k}", start, data, steps, cfg.learning_rate, min(20, steps // 10), decay)
-        metrics = run_sft(job).get("metrics") or {}
-        start, step = job.output, step + steps
-        measured = summarize(caption_pairs(start, dev), dev)
+        result = _train(job)
+        start, step, seconds = job.output, step + steps, seconds + _seconds(result)
+        measured = _measured_once(
+            start, "dev_measured.json", lambda m=start: summarize(caption_pairs(m, dev), dev)
+        )
         curve.append(
             {
                 "step": step,
-                "seconds": round(time.monotonic() - t0, 1),
-                "loss": metrics.get("loss"),
+                "train_seconds": round(seconds, 1),
+                "loss": (result.get("metrics") or {}).get("train_loss"),
                 "dev_exact_match": measured["exact_match"],
                 "dev_error_rates": measured["error_rates"],
                 "dev_exact_by_kind": measured["exact_by_kind"],
             }
         )
     world = start
-    world_test = summarize(caption_pairs(world, test), test)
-    world_seconds = time.monotonic() - t0
+    world_test = _measured_once(
+        world, "test_measured.json", lambda: summarize(caption_pairs(world, test), test)
+    )
+    world_seconds = seconds
 
     noisy = list(generate(cfg.max_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 401), prefix="noisy"))
     rows, injected = world_conversations(noisy, [], cfg.noise.model_copy(update={"seed": cfg.seed}))
@@ -239,7 +268,8 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     job = _job(
         cfg, work, "annotator", world, data, cfg.max_steps, cfg.annotator_learning_rate, 20, decay=True
     )
-    result = run_sft(job)
+    result = _train(job)
+    seconds += _seconds(result)
     annotator = store_bf16(job.output, Path(cfg.out) / "annotator")
     cards = {
         "annotator": write_card(
@@ -256,14 +286,13 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
                 },
                 "injected_label_error_rates": injected,
                 "train_metrics": result.get("metrics"),
-                "train_seconds": round(time.monotonic() - t0, 1),
+                "train_seconds": round(seconds, 1),
                 "config": redact(cfg.model_dump()),
                 "test_measured": summarize(caption_pairs(annotator, test), test),
             },
         )
     }
     if cfg.scorer_steps:
-        t1 = time.monotonic()
         scorer_pairs = list(
             generate(cfg.scorer_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 7), prefix="scorer")
         )
@@ -271,7 +300,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         job = _job(
             cfg, work, "scorer", world, data, cfg.scorer_steps, cfg.scorer_learning_rate, 20, decay=True
         )
-        result = run_sft(job)
+        result = _train(job)
         scorer = store_bf16(job.output, Path(cfg.out) / "scorer")
         cards["scorer"] = write_card(
             scorer,
@@ -279,7 +308,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
                 "what": "miniature EditScore scorer (the world model trained on the EditScore prompts)",
                 "seed": cfg.seed,
                 "train_metrics": result.get("metrics"),
-                "train_seconds": round(time.monotonic() - t1, 1),
+                "train_seconds": round(_seconds(result), 1),
                 "test_measured": measure_scorer(scorer, annotator, test),
             },
         )
