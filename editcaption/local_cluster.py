@@ -36,6 +36,17 @@ from typing import Any
 MARKER_ENV = "EDITCAPTION_LOCAL_CLUSTER"
 NODE_ENV = "EDITCAPTION_LOCAL_NODE"
 HEAD = "head"
+START_ATTEMPTS = 3
+# A busy shared machine (CI beside a training run) starts processes slowly: Ray's defaults for the
+# dashboard to come up, a raylet to register with the GCS and a worker process with its raylet ran out
+# there. Worker processes start when work needs them, not one idle one per logical CPU at start-up.
+PATIENT_RAY_ENV = {
+    "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "600",
+    "RAY_raylet_start_wait_time_s": "600",
+    "RAY_worker_register_timeout_seconds": "600",
+    "RAY_enable_worker_prestart": "0",
+    "RAY_prestart_worker_first_driver": "0",
+}
 
 
 def free_port() -> int:
@@ -70,7 +81,7 @@ class LocalCluster:
     ) -> None:
         self.id = uuid.uuid4().hex[:8]
         # Short: Ray's Unix socket paths live under it and must stay under 108 bytes.
-        self.root = Path(tempfile.gettempdir()) / f"ecc-{self.id}"
+        self.root = Path(tempfile.gettempdir()) / f"raylc-{self.id}"
         self.object_store_bytes = object_store_mb * 1024 * 1024
         self.head_cpus = head_cpus
         self.autoscaling_config = autoscaling_config
@@ -87,16 +98,9 @@ class LocalCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             MARKER_ENV: self.id,
-            # A busy shared machine (CI beside a training run) starts processes slowly: Ray's defaults,
-            # 60 s for the dashboard and for a worker process to register, failed there.
-            "RAY_DASHBOARD_STARTUP_TIMEOUT_S": os.environ.get("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "600"),
-            "RAY_worker_register_timeout_seconds": os.environ.get(
-                "RAY_worker_register_timeout_seconds", "600"
-            ),
-            # Worker processes start when work needs them, not one idle one per logical CPU at start-up.
-            "RAY_enable_worker_prestart": "0",
-            "RAY_prestart_worker_first_driver": "0",
         }
+        for key, value in PATIENT_RAY_ENV.items():
+            self._env.setdefault(key, value)
         self._env.pop("RAY_ADDRESS", None)
 
     # ------------------------------------------------------------------ addresses and clients
@@ -155,29 +159,36 @@ class LocalCluster:
         self._wait(lambda: len(self.alive_nodes()) > before, f"node {spec.name} to join", timeout_s=600)
 
     def _ray_start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        cmd = [
-            str(Path(sys.executable).parent / "ray"),
-            "start",
-            *args,
-            "--node-ip-address=127.0.0.1",
-            f"--object-store-memory={self.object_store_bytes}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            "--disable-usage-stats",
-        ]
+        """`ray start` for one node. Ray gives a new raylet 30 s (fixed) to register with the GCS; on a
+        machine starved of CPU that can run out, so a failed start is cleaned up and tried again."""
         log = self.root / f"ray-start-{name}.log"
-        with log.open("w") as out:
-            done = subprocess.run(
-                cmd,
-                env={**self._env, **(env or {}), NODE_ENV: name},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=600,
-            )
-        if done.returncode != 0:
-            tail = log.read_text(errors="replace")[-3000:]
-            self.stop()
-            raise RuntimeError(f"`ray start` for node {name} failed ({done.returncode}):\n{tail}")
-        self.nodes.append(name)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            cmd = [
+                str(Path(sys.executable).parent / "ray"),
+                "start",
+                *args,
+                "--node-ip-address=127.0.0.1",
+                f"--object-store-memory={self.object_store_bytes}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                "--disable-usage-stats",
+            ]
+            with log.open("a") as out:
+                out.write(f"--- attempt {attempt}: {' '.join(cmd)}\n")
+                out.flush()
+                done = subprocess.run(
+                    cmd,
+                    env={**self._env, **(env or {}), NODE_ENV: name},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=600,
+                )
+            if done.returncode == 0:
+                self.nodes.append(name)
+                return
+            self._end(self.pids(name))  # whatever this attempt left running
+        tail = log.read_text(errors="replace")[-3000:]
+        self.stop()
+        raise RuntimeError(f"`ray start` for node {name} failed {START_ATTEMPTS} times:\n{tail}")
 
     # ------------------------------------------------------------------ looking at it
 
@@ -253,6 +264,26 @@ class LocalCluster:
     def job_logs(self, submission_id: str) -> str:
         return self.api(f"/api/jobs/{submission_id}/logs")["logs"]
 
+    def stop_running_jobs(self) -> list[str]:
+        """Stop every job still pending or running (`ray job stop` for each); returns their submission ids.
+        A test that failed half-way leaves no job running on a cluster the next test shares."""
+        import httpx
+
+        running = [
+            j["submission_id"]
+            for j in self.api("/api/jobs/")
+            if j["status"] in ("PENDING", "RUNNING") and j.get("submission_id")
+        ]
+        for submission_id in running:
+            httpx.post(
+                f"{self.dashboard_url}/api/jobs/{submission_id}/stop",
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=60,
+            ).raise_for_status()
+        for submission_id in running:
+            self.wait_job(submission_id, timeout_s=120)
+        return running
+
     def node_id(self, node: str) -> str:
         """The Ray node id of a node this object started (read from its raylet's command line)."""
         cmdline = Path(f"/proc/{self.raylet_pid(node)}/cmdline").read_bytes().split(b"\0")
@@ -299,22 +330,20 @@ class LocalCluster:
 
     def stop(self, grace_s: float = 10) -> None:
         """End every process of this cluster (SIGTERM, then SIGKILL), and remove its temp dir."""
-        for pid in self.pids():
+        self._end(self.pids(), grace_s)
+        self.nodes.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _end(self, pids: list[int], grace_s: float = 10) -> None:
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.time() + grace_s
-        while self.pids() and time.time() < deadline:
+        while time.time() < deadline and any(_alive(pid) for pid in pids):
             time.sleep(0.5)
-        for _ in range(3):
-            left = self.pids()
-            if not left:
-                break
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-        self.nodes.clear()
-        shutil.rmtree(self.root, ignore_errors=True)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _wait(self, done: Any, what: str, timeout_s: float = 120) -> None:
         deadline = time.time() + timeout_s
@@ -329,3 +358,11 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
