@@ -92,7 +92,11 @@ def test_instructions_multipart_with_scores(server: Server) -> None:
     assert len(out["candidates"]) == 2
     for c in out["candidates"]:
         assert c["raw_text"] and c["error"] is None
-        assert c["score"]["num_pass"] == 1  # scored; the random tiny model's replies rarely parse
+        # Only an instruction is scored. The random tiny model never ends a reply within the short
+        # style's 16 tokens, and a reply cut by max_tokens is truncated, so here none is: scores of
+        # parsed candidates are tested on the miniature models (test_serve_miniature.py).
+        assert (c["score"] is not None) == c["parsed"]
+        assert c["score"] is None or c["score"]["num_pass"] == 1
     assert out["timings"]["score_s"] is not None and out["timings"]["total_s"] > 0
 
 
