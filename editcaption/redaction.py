@@ -7,7 +7,8 @@ URLs held in the environment) wherever they appear; `redact` walks dicts and lis
 under secret-named keys and redacting every string. What counts as a secret name: the name, without
 `_`, `-` and `.` and lower-cased, ends in password, passwd, pwd, secret, token, apikey, accesskey,
 privatekey, credential(s), signature or authorization, or is `key`, `sig` or `pass`. `max_tokens`,
-`api_key_env` and `key_hashes_file` are not secrets (they name one, or count something).
+`api_key_env` and `key_hashes_file` are not secrets (they name one, or count something), nor are the
+shell's `PWD` and `OLDPWD` (working directories: masking them hid every path under the current one).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _SECRET_SUFFIXES = (
     "authorization",
 )
 _SECRET_NAMES = {"key", "sig", "pass"}
+_NOT_SECRET_NAMES = {"pwd", "oldpwd"}  # the shell's working directories, not passwords
 _MIN_SECRET_CHARS = 6  # shorter environment values would mask ordinary words
 
 # scheme://user:password@ — the password may hold '@' but not '/', whitespace or quotes
@@ -51,6 +53,8 @@ _BEARER = re.compile(r"(?P<head>\b[Bb]earer\s+)[A-Za-z0-9._~+/=\-]{4,}")
 def is_secret_name(name: str) -> bool:
     """Whether a key, field, parameter or variable of this name holds a secret (see the module doc)."""
     flat = re.sub(r"[_\-.]", "", name).lower()
+    if flat in _NOT_SECRET_NAMES:
+        return False
     return flat in _SECRET_NAMES or flat.endswith(_SECRET_SUFFIXES)
 
 

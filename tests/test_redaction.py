@@ -61,6 +61,16 @@ def test_environment_secrets_are_masked_anywhere(monkeypatch: pytest.MonkeyPatch
     assert "sk-planted" not in out and "env-url-pass" not in out
 
 
+def test_the_working_directory_is_no_secret(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The shell exports PWD (a name ending in 'pwd'); its value is the folder every relative path is
+    under, so masking it turned `/work/run/out` into `***/out` in every report and config dump."""
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("OLDPWD", str(tmp_path.parent))
+    monkeypatch.setenv("DB_PWD", "planted-db-pwd-1")
+    path = f"model: {tmp_path}/annotator (was in {tmp_path.parent}); db pass planted-db-pwd-1"
+    assert redact_text(path) == f"model: {tmp_path}/annotator (was in {tmp_path.parent}); db pass ***"
+
+
 def test_config_dumps_mask_secret_keys_and_strings() -> None:
     config = {
         "engine": {"api_key": "abcdef-123", "api_key_env": "GLM_KEY", "max_tokens": 64, "model": "m"},
@@ -88,6 +98,9 @@ def test_config_dumps_mask_secret_keys_and_strings() -> None:
         ("api_key_env", False),
         ("key_hashes_file", False),
         ("tokens_per_minute", False),
+        ("PWD", False),
+        ("OLDPWD", False),
+        ("DB_PWD", True),
     ],
 )
 def test_secret_names(name: str, secret: bool) -> None:
