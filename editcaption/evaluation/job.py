@@ -88,7 +88,12 @@ class EvalConfig(BaseModel):
         None, ge=1, description="Read at most this many pairs per benchmark (a trial run)."
     )
     images: ImagePolicy = Field(default_factory=ImagePolicy, description="Which images are accepted.")
-    pairs_per_batch: int = Field(8, ge=1, description="Pairs per engine call.")
+    pairs_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs per engine batch; None sizes it from each stage's engine (vLLM: enough pairs "
+        "for their first requests to fill max_num_seqs once; others 8).",
+    )
     ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
 
     @field_validator("captioners", "benchmarks")
@@ -209,6 +214,7 @@ def build_pipeline(config: EvalConfig) -> Any:
                 ),
                 merge=functools.partial(caption_merge, name=cap.name, checks=config.checks),
                 seconds_column=f"caption_seconds_{i}",
+                requests_per_row=2 if config.checks.flip_consistency else 1,
             ),
         )
         for i, cap in enumerate(config.captioners)

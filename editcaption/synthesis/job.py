@@ -67,7 +67,12 @@ class SynthesisConfig(JobInputs):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
-    pairs_per_batch: int = Field(8, ge=1, description="Pairs per engine call and per committed shard.")
+    pairs_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs per engine batch and per committed shard; None sizes it from the annotator "
+        "(vLLM: enough pairs for their candidates to fill max_num_seqs once; others 8).",
+    )
 
 
 # ---------------------------------------------------------------- caption stage
@@ -314,7 +319,8 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
         pairs = pairs.filter(lambda row: row["pair_id"] not in done)
     pairs = validate_pairs(pairs, config.images)
 
-    batch = config.pairs_per_batch
+    annotator = make_engine(config.annotator)
+    batch = config.pairs_per_batch or annotator.rows_per_batch(config.candidates_per_pair)
     annotator_family, scorer_family = config.annotator.model_family(), config.scorer.model_family()
     caption = GroupedStep(
         expand=functools.partial(caption_expand, n=config.candidates_per_pair, sampling=config.sampling),
@@ -335,7 +341,6 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
         ),
         seconds_column="score_seconds",
     )
-    annotator = make_engine(config.annotator)
     if config.scorer == config.annotator:  # one engine both captions and scores: one copy of the model
         scored = annotator.apply_steps(pairs, [caption, score], batch, config.annotator.replicas)
     else:
