@@ -428,3 +428,31 @@ def test_object_store(s3: dict[str, Any], samples: dict[str, dict[str, Any]]) ->
     manifest = by_id(read_pairs("s3://pairs/manifest.jsonl", storage_options=s3))
     assert sorted(r["quarantine_reason"] or "ok" for r in manifest.values()) == ["missing_file", "ok", "ok"]
     assert pair_id_for(samples["001-move"]["source"], samples["001-move"]["target"]) in manifest
+
+
+def test_a_sampled_benchmark_read_with_a_limit_keeps_exactly_the_sample(
+    published: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eval's trial run (`limit`) of a sampled benchmark in two Parquet files: the sample is drawn
+    from the first limited read, and when a second limited read would see the other file first (Ray
+    Data's limit keeps whichever blocks come first), those pairs still come back, all of them."""
+    import editcaption.evaluation.benchmarks as benchmarks
+    from editcaption.images import ImagePolicy
+
+    files = sorted((published["bm-bench"] / "data").glob("*.parquet"))
+    reads: list[int | None] = []
+
+    def read_in_turn(uri: str, format: str, limit: int | None = None) -> Any:
+        reads.append(limit)
+        if limit is None:
+            return read_pairs(uri, format)
+        return read_pairs(str(files[0] if len(reads) == 1 else files[1]), format, limit=limit)
+
+    monkeypatch.setattr(benchmarks, "read_pairs", read_in_turn)
+    bench = benchmarks.BenchmarkConfig(
+        name="bm", format="bytemorph", uri=str(published["bm-bench"]), sample_size=1000
+    )
+    rows = benchmarks.read_benchmark(bench, ImagePolicy(reject_identical=False), limit=4).take_all()
+    in_first_file = {r["pair_id"] for r in read_pairs(str(files[0]), "bytemorph").take_all()}
+    assert reads[0] == 4 and len(rows) == 4 and {r["pair_id"] for r in rows} <= in_first_file
+    assert {r["benchmark"] for r in rows} == {"bm"}

@@ -108,14 +108,16 @@ def read_benchmark(bench: BenchmarkConfig, policy: ImagePolicy, limit: int | Non
     column. `limit` caps the pairs read (first ones in the reader's order) before sampling.
 
     A sample needs every pair id first, so a sampled benchmark is read twice (ids only, then the
-    chosen pairs); sharding alone needs no first pass.
+    chosen pairs); sharding alone needs no first pass. The second read is not limited: Ray Data's
+    limit keeps whichever blocks come first, so two limited reads of a benchmark in several files can
+    return different pairs, and the chosen ones are kept by id.
     """
     fmt = reader_format(bench)
     chosen = None
     if bench.sample_size is not None:
         ids = read_pairs(bench.uri, format=fmt, limit=limit).select_columns(["pair_id"]).take_all()
         chosen = frozenset(choose_sample((r["pair_id"] for r in ids), bench.sample_size, bench.seed))
-    pairs = read_pairs(bench.uri, format=fmt, limit=limit)
+    pairs = read_pairs(bench.uri, format=fmt, limit=None if chosen is not None else limit)
     if chosen is not None or bench.shard.count > 1:
         pairs = pairs.map_batches(
             _keep,
