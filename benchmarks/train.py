@@ -10,7 +10,15 @@
    largest. On the tiny model the margin's few per-pair operations weigh more than they would on a
    real one, whose forward dominates. Torch runs one thread and the headline ratio is on process
    CPU time, which other work on a shared machine does not inflate; wall-clock rates are beside it.
-2. SFT overhead. The SFT job on Ray Train (`launch` with the job's `build_sft_trainer`, 2 CPU
+2. Reference log-probs. HAE-DPO with the reference model run on every step (TRL's way) against the
+   reference's log-probs precomputed by the DPO job's Ray Data pass (`training/reference.py`) and
+   stored with the rows, no reference model in memory. Each variant runs in a fresh process (so its
+   peak RSS is its own: `ru_maxrss`) over the same batches, the same number of `training_step`s,
+   alternating which goes first per repeat; reported: median step wall and CPU time, peak RSS, RSS
+   once the models are loaded, the first batch's loss on both sides, and the pass's own time. On the
+   tiny model the reference is a few MB; its share grows with the model (a bf16 copy of the policy:
+   4.4 GB for Qwen3-VL-2B, `benchmarks/gpu_check.py` measures that on a GPU).
+3. SFT overhead. The SFT job on Ray Train (`launch` with the job's `build_sft_trainer`, 2 CPU
    workers, gloo, DeepSpeed ZeRO-3 as the job's tests run it) against the same TRL `SFTTrainer`
    built from the same job config and run by `torchrun` with 2 processes: the same data-parallel
    work, launched without Ray. (Not `deepspeed: none`: on Ray workers accelerate's state then comes
@@ -124,6 +132,121 @@ def objective_cost(model: str, pairs: int, batch: int, rounds: int, warmup: int)
         "time_ratio_hae_over_dpo": round(cpu_rate["dpo"] / cpu_rate["hae"], 4),
         "wall_time_ratio_hae_over_dpo": round(rate["dpo"] / rate["hae"], 4),
         "target_time_ratio": 1.05,
+    }
+
+
+def reference_worker(variant: str, model: str, data: str, batch: int, steps: int, out: str) -> None:
+    """One process: HAE-DPO `training_step`s with the reference on the fly or from the stored columns."""
+    import resource
+
+    import psutil
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from editcaption.training.hae_dpo import HAEDPOConfig, HAEDPOTrainer
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    precomputed = variant == "precomputed"
+    dataset = Dataset.from_parquet(data)
+    processor = AutoProcessor.from_pretrained(model)
+    policy = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.float32)
+    ref = None if precomputed else AutoModelForImageTextToText.from_pretrained(model, dtype=torch.float32)
+    rss_loaded = psutil.Process().memory_info().rss
+    args = HAEDPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="bench-ref-"),
+        use_cpu=True,
+        bf16=False,
+        max_length=None,
+        per_device_train_batch_size=batch,
+        gradient_checkpointing=True,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        precomputed_reference=precomputed,
+    )
+    trainer = HAEDPOTrainer(
+        model=policy, ref_model=ref, args=args, train_dataset=dataset, processing_class=processor
+    )
+    trainer.current_gradient_accumulation_steps = 1  # set by `train()`'s loop, which is bypassed here
+    batches = list(itertools.islice(itertools.cycle(trainer.get_train_dataloader()), steps + 1))
+    policy.train()
+    walls, cpus, losses = [], [], []
+    for i, inputs in enumerate(batches):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        losses.append(trainer.training_step(policy, dict(inputs)).item())
+        policy.zero_grad(set_to_none=True)
+        if i:  # the first step warms up
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu_started)
+    result = {
+        "steps_timed": len(walls),
+        "median_step_wall_ms": round(1000 * statistics.median(walls), 1),
+        "median_step_cpu_ms": round(1000 * statistics.median(cpus), 1),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "rss_after_loading_gib": round(rss_loaded / 2**30, 3),
+        "first_loss": losses[0],
+        "reference_model_bytes": 0
+        if ref is None
+        else sum(p.numel() * p.element_size() for p in ref.parameters()),
+    }
+    Path(out).write_text(json.dumps(result))
+
+
+def reference_cost(model: str, pairs: int, batch: int, steps: int, repeats: int) -> dict[str, Any]:
+    import ray
+    from datasets import Dataset
+
+    from editcaption.training.data import DPO_FEATURES, preference_rows
+    from editcaption.training.dpo import DPOJobConfig
+    from editcaption.training.reference import precompute_reference
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ref-"))
+    prepared = work / "prepared" / "dpo.parquet"
+    prepared.parent.mkdir()
+    rows = list(preference_rows(sample_pairs()[:pairs]))
+    Dataset.from_list(rows, features=DPO_FEATURES).to_parquet(str(prepared))
+    cfg = DPOJobConfig(
+        model=model,
+        input=str(prepared),
+        output=str(work / "model"),
+        name="bench",
+        storage_path=str(work / "runs"),
+        bf16=False,
+        per_device_train_batch_size=batch,
+        workers={"num_workers": 1, "cpus_per_worker": 1},
+    )
+    try:
+        data, reference_pass = precompute_reference(cfg, str(prepared))
+    finally:
+        ray.shutdown()
+    runs: dict[str, list[dict[str, Any]]] = {"on_the_fly": [], "precomputed": []}
+    for r in range(repeats):
+        for variant in list(runs) if r % 2 == 0 else list(reversed(runs)):
+            out = work / f"{variant}-{r}.json"
+            command = [sys.executable, __file__, "--reference-worker", variant, model, data, str(batch)]
+            command += [str(steps), str(out)]
+            subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+            runs[variant].append(json.loads(out.read_text()))
+
+    def ratios(key: str) -> list[float]:
+        return [
+            round(p[key] / o[key], 3) for p, o in zip(runs["precomputed"], runs["on_the_fly"], strict=True)
+        ]
+
+    return {
+        "rows": len(rows),
+        "batch": batch,
+        "reference_pass": reference_pass,
+        "runs": runs,
+        "step_wall_precomputed_over_on_the_fly": ratios("median_step_wall_ms"),
+        "step_cpu_precomputed_over_on_the_fly": ratios("median_step_cpu_ms"),
+        "peak_rss_precomputed_over_on_the_fly": ratios("peak_rss_gib"),
+        "first_loss_difference": [
+            abs(p["first_loss"] - o["first_loss"])
+            for p, o in zip(runs["precomputed"], runs["on_the_fly"], strict=True)
+        ],
     }
 
 
@@ -323,13 +446,22 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=12, help="timed optimizer steps per SFT run")
     parser.add_argument("--sft-warmup", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--sft-repeats", type=int, default=2, help="runs per path, alternating")
-    parser.add_argument("--skip-sft", action="store_true", help="only the objective part")
+    parser.add_argument("--skip-sft", action="store_true", help="leave the SFT part out")
+    parser.add_argument("--skip-objective", action="store_true", help="leave the objective part out")
+    parser.add_argument("--ref-steps", type=int, default=6, help="timed training steps per variant (part 2)")
+    parser.add_argument("--ref-repeats", type=int, default=2, help="processes per variant, alternating")
+    parser.add_argument("--skip-reference", action="store_true", help="leave the reference part out")
     parser.add_argument("--sft-worker", nargs=2, metavar=("CONFIG", "CLOCK"), help=argparse.SUPPRESS)
+    parser.add_argument("--reference-worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.sft_worker:
         sft_direct_worker(*args.sft_worker)
+        return
+    if args.reference_worker:
+        variant, model, data, batch, steps, out = args.reference_worker
+        reference_worker(variant, model, data, int(batch), int(steps), out)
         return
     if not args.model:
         parser.error("--model is required")
@@ -341,12 +473,19 @@ def main() -> None:
             "platform": platform.platform(),
             "note": "measured on a 2-core machine shared with other work running at the same time",
         },
-        "objective": objective_cost(args.model, args.pairs, args.batch, args.rounds, args.warmup),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
+    if not args.skip_objective:
+        result["objective"] = objective_cost(args.model, args.pairs, args.batch, args.rounds, args.warmup)
+    if not args.skip_reference:
+        result["reference"] = reference_cost(
+            args.model, args.pairs, args.batch, args.ref_steps, args.ref_repeats
+        )
     if not args.skip_sft:
         result["sft_ray_train"] = sft_overhead(
             args.model, args.sft_warmup, args.sft_steps, args.batch, args.sft_repeats
         )
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
