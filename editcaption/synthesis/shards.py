@@ -61,6 +61,9 @@ def commit_shard(fs: Any, root: str, table: pa.Table) -> str:
 def committed_shards(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Paths of the committed shards under `uri`, after removing leftovers of killed writes."""
     fs, root = open_fs(uri, storage_options)
+    # Workers wrote the shards: a listing this process cached earlier (fsspec reuses filesystem objects,
+    # and object-store ones keep listings) would miss them, and the summary would count no pairs.
+    fs.invalidate_cache(root)
     if not fs.exists(root):
         return []
     names = fs.ls(root, detail=False)
