@@ -26,13 +26,14 @@ def free_port() -> int:
 class Server:
     """`editcaption serve` as a child process; `stop()` says which of its processes outlived it."""
 
-    def __init__(self, config: Path, model: Path, log: Path) -> None:
+    def __init__(self, config: Path, model: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        """`env`: the command's whole environment (default: this process's)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         cmd = [sys.executable, "-m", "editcaption", "serve", "--config", str(config)]
         cmd += ["--port", str(self.port), "--model", str(model)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
         self.stopped = False
 
     def wait_ready(self, timeout_s: float = 400) -> None:

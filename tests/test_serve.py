@@ -2,8 +2,10 @@
 
 Everything goes over HTTP on a free loopback port: instructions (multipart, base64, data URLs),
 EditScore, the OpenAI-compatible chat call with two images, auth, limits and malformed requests (all
-4xx), health, metrics, a full queue (503 + Retry-After), a schemathesis fuzz of the OpenAPI document
-(no 5xx), and finally that stopping the command leaves no process behind.
+4xx), throttled wrong keys and per-key quotas (429 + Retry-After, logged as JSON lines, counted in
+/metrics), health, metrics, a full queue (503 + Retry-After), a schemathesis fuzz of the OpenAPI
+document (no 5xx), that stopping the command leaves no process behind, and finally that no secret
+planted in the server's environment, nor any API key sent to it, is in its log or Ray's session files.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import io
-from collections.abc import Iterator
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,11 +27,18 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from planted_secrets import PLANTED_ENV, SECRETS, find_secrets, searched_files
+from ray_sessions import kill_ray_session
 from serve_process import ROOT, Server
 
 from editcaption.serving.security import hash_key
 
 KEY = "test-key-for-the-serve-module"
+QUOTA_KEY = "quota-key-two-requests-a-minute"
+TOKEN_KEY = "token-key-one-token-a-minute"
+WRONG_KEYS = [f"{KEY[:11]}-guess-{i}" for i in range(20)]  # same 11-character prefix as KEY
+THROTTLE_WINDOW_S = 8.0  # short, so the tests wait little for a lock to end; long for a busy CI machine
+ADDRESS_FAILURES = 8
 MAX_BODY = 1_000_000
 pytestmark = pytest.mark.slow
 
@@ -44,13 +59,32 @@ def _data_url(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ray_tmp() -> Iterator[Path]:
+    """The server's Ray session folder, searched for secrets at the end (short: Ray's socket paths)."""
+    path = Path(tempfile.mkdtemp(prefix="ecs-", dir="/tmp"))
+    yield path
+    kill_ray_session(path)  # only if the server failed to stop its Ray (normally nothing is left)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, ray_tmp: Path) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("serve")
     keys = tmp / "keys.sha256"
-    keys.write_text(f"# test key\n{hash_key(KEY)}\n")
+    keys.write_text(f"# test key\n{hash_key(KEY)}\n{hash_key(QUOTA_KEY)}\n{hash_key(TOKEN_KEY)}\n")
     config = yaml.safe_load((ROOT / "serve_configs" / "captioner-cpu.yaml").read_text())
     app = config["applications"][0]
     app["args"]["auth"]["key_hashes_file"] = str(keys)
+    app["args"]["auth"]["throttle"] = {
+        "window_s": THROTTLE_WINDOW_S,
+        "max_failures_per_address": ADDRESS_FAILURES,
+    }
+    app["args"]["quotas"] = {
+        "keys": {
+            hash_key(QUOTA_KEY)[:12]: {"requests_per_minute": 2},
+            hash_key(TOKEN_KEY)[:12]: {"tokens_per_minute": 1},
+        }
+    }
     app["args"]["limits"]["max_body_bytes"] = MAX_BODY
     app["args"]["captioner"]["batching"]["max_batch_size"] = 8
     # Loopback is on the allow-list here only to show that private addresses are refused anyway.
@@ -60,7 +94,8 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             deployment.update(max_ongoing_requests=8, max_queued_requests=4)
     path = tmp / "captioner-test.yaml"
     path.write_text(yaml.safe_dump(config))
-    srv = Server(path, tiny_model, tmp / "serve.log")
+    env = {**os.environ, **PLANTED_ENV, "RAY_TMPDIR": str(ray_tmp)}  # secrets the server must never show
+    srv = Server(path, tiny_model, tmp / "serve.log", env=env)
     try:
         srv.wait_ready()
         yield srv
@@ -318,6 +353,114 @@ def test_full_queue_is_503_with_retry_after(server: Server) -> None:
     assert int(rejected.headers["retry-after"]) >= 1
 
 
+def _security_events(server: Server) -> list[dict]:
+    """The JSON lines the ingress logged (Ray prefixes each with the replica's name)."""
+    events = []
+    for line in server.log.read_text(errors="replace").splitlines():
+        start = line.find('{"')
+        if start >= 0 and '"event"' in line:
+            try:
+                events.append(json.loads(line[start:]))
+            except ValueError:  # another component's line that happens to hold JSON-like text
+                continue
+    return events
+
+
+def _wait_for_events(
+    server: Server, wanted: Callable[[dict], bool], n: int, timeout_s: float = 30
+) -> list[dict]:
+    """The logged events `wanted` picks, once there are `n` of them (or the timeout passed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:  # Ray forwards a replica's stderr to the driver about once a second
+        found = [e for e in _security_events(server) if wanted(e)]
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _key_works_again(server: Server) -> bool:
+    """Poll with the right key until a lock on it ends (locked requests are not counted as failures)."""
+    deadline = time.monotonic() + THROTTLE_WINDOW_S + 10
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.url}/v1/models", headers=_auth()).status_code == 200:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_wrong_keys_get_429_before_the_tenth_and_the_right_key_works_after_the_window(server: Server) -> None:
+    codes, retry, started = [], None, time.monotonic()
+    for wrong in WRONG_KEYS:
+        r = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {wrong}"})
+        codes.append(r.status_code)
+        retry = r.headers.get("retry-after", retry)
+    assert codes[:5] == [401] * 5 and codes[5] == 429, codes  # the 6th guess is refused unchecked
+    assert 1 <= int(retry) <= THROTTLE_WINDOW_S
+    locked = httpx.get(f"{server.url}/v1/models", headers=_auth())  # KEY shares the guessed prefix
+    if time.monotonic() - started < THROTTLE_WINDOW_S - 1:  # else so slow a machine that failures expired
+        assert set(codes[5:]) == {429}, codes
+        assert locked.status_code == 429 and "key prefix" in locked.json()["detail"]
+    assert _key_works_again(server)
+
+    guessed = {hash_key(w)[:12] for w in WRONG_KEYS}
+    failures = _wait_for_events(server, lambda e: e.get("key_id") in guessed, codes.count(401))
+    assert len(failures) == codes.count(401)
+    assert all(
+        (e["event"], e["reason"], e["address"], e["route"])
+        == ("auth_refused", "invalid_key", "127.0.0.1", "/v1/models")
+        for e in failures
+    )
+    throttled = _wait_for_events(server, lambda e: e["event"] == "auth_throttled", codes.count(429))
+    assert len(throttled) >= codes.count(429) and "key_prefix" in {e["scope"] for e in throttled}
+    assert all(
+        len(e["key_id"]) == 12 and "Bearer" not in json.dumps(e)
+        for e in failures + throttled
+        if "key_id" in e
+    )
+
+
+def test_wrong_keys_from_one_address_are_throttled_and_forged_forwarding_does_not_help(
+    server: Server,
+) -> None:
+    codes = []
+    for i in range(ADDRESS_FAILURES + 3):  # a new prefix each time, and a new forged client address each time
+        headers = {"Authorization": f"Bearer other-{i:04d}-key", "X-Forwarded-For": f"198.51.100.{i}"}
+        codes.append(httpx.get(f"{server.url}/v1/models", headers=headers).status_code)
+    assert codes[:ADDRESS_FAILURES] == [401] * ADDRESS_FAILURES and codes[ADDRESS_FAILURES] == 429, codes
+    locked = httpx.get(f"{server.url}/v1/models", headers=_auth())
+    assert locked.status_code == 429 and "address" in locked.json()["detail"]
+    assert _key_works_again(server)
+    by_address = _wait_for_events(server, lambda e: e.get("scope") == "address", codes.count(429) + 1)
+    assert by_address and {e["address"] for e in by_address} == {"127.0.0.1"}  # not the forged ones
+
+
+def test_a_key_over_its_quota_gets_429_with_retry_after(server: Server) -> None:
+    quota = {"Authorization": f"Bearer {QUOTA_KEY}"}
+    codes = [httpx.get(f"{server.url}/v1/models", headers=quota).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    over = httpx.get(f"{server.url}/v1/models", headers=quota)
+    assert over.status_code == 429 and "2 requests per minute" in over.json()["detail"]
+    assert 1 <= int(over.headers["retry-after"]) <= 60
+
+    tokens = {"Authorization": f"Bearer {TOKEN_KEY}"}
+    first = httpx.post(f"{server.url}/v1/chat/completions", json=_chat(), headers=tokens, timeout=120)
+    assert first.status_code == 200 and first.json()["usage"]["completion_tokens"] >= 1  # crosses the budget
+    second = httpx.post(f"{server.url}/v1/chat/completions", json=_chat(), headers=tokens, timeout=120)
+    assert second.status_code == 429 and "generated tokens" in second.json()["detail"]
+    assert 1 <= int(second.headers["retry-after"]) <= 60
+    assert httpx.get(f"{server.url}/v1/models", headers=_auth()).status_code == 200  # other keys unaffected
+
+    text = httpx.get(f"{server.url}/metrics").text
+    quota_id, token_id = hash_key(QUOTA_KEY)[:12], hash_key(TOKEN_KEY)[:12]
+    assert re.search(rf'editcaption_quota_refusals_total{{key="{quota_id}",limit="requests"}} 2\.0', text)
+    assert re.search(rf'editcaption_quota_refusals_total{{key="{token_id}",limit="tokens"}} 1\.0', text)
+    assert re.search(rf'editcaption_key_requests_total{{key="{quota_id}"}} 2\.0', text)
+    assert re.search(rf'editcaption_generated_tokens_total{{key="{token_id}"}} [1-9]', text)
+    assert 'editcaption_auth_refusals_total{reason="invalid_key"}' in text
+    refusals = _wait_for_events(server, lambda e: e["event"] == "quota_refused", 3)
+    assert {(e["key_id"], e["limit"]) for e in refusals} == {(quota_id, "requests"), (token_id, "tokens")}
+
+
 def test_metrics_count_requests(server: Server) -> None:
     text = httpx.get(f"{server.url}/metrics").text
     assert 'editcaption_requests_total{route="/v1/instructions",status="200"}' in text
@@ -372,3 +515,12 @@ def test_stop_leaves_no_process_behind(server: Server) -> None:
     assert not left, f"still running after `editcaption serve` stopped: {left}"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{server.url}/healthz", timeout=2)
+
+
+def test_no_planted_secret_or_api_key_in_any_log(server: Server, ray_tmp: Path) -> None:
+    """The server ran with secrets in its environment and was sent right and wrong keys: none of them
+    is in its output or anywhere in its Ray session folder (logs of the proxy, replicas, GCS, raylet)."""
+    server.stop()
+    roots = [server.log, ray_tmp]
+    assert searched_files(roots) > 20  # the search saw Ray's logs, not an empty folder
+    assert find_secrets(roots, [*SECRETS, KEY, QUOTA_KEY, TOKEN_KEY, *WRONG_KEYS]) == []
