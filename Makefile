@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE := 1
 
-.PHONY: setup demo miniature test test-fast lint format bench screenshots clean
+.PHONY: setup demo miniature test test-cluster test-fast lint format bench screenshots clean
 
 setup:  ## install the CPU stack into .venv (idempotent)
 	bash scripts/setup.sh
@@ -19,8 +19,11 @@ demo: setup  ## Stage 1 synthesis with the committed miniature models, graded ag
 miniature: setup  ## the whole paper in the miniature world with the committed models (<= 15 min)
 	.venv/bin/editcaption demo --out runs/miniature
 
-test: setup  ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q -ra --durations=15
+test: setup  ## the whole test suite (what CI runs), without the opt-in cluster scenarios
+	$(PY) -m pytest -q -ra --durations=15 -m "not cluster_extra"
+
+test-cluster: setup  ## every several-node Ray cluster test, the opt-in ones too (docs/cluster.md)
+	$(PY) -m pytest -q -ra --durations=0 -m cluster
 
 test-fast: setup  ## skip tests that start vLLM, Ray clusters or servers
 	$(PY) -m pytest -q -m "not slow"
