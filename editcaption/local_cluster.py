@@ -37,6 +37,7 @@ MARKER_ENV = "EDITCAPTION_LOCAL_CLUSTER"
 NODE_ENV = "EDITCAPTION_LOCAL_NODE"
 HEAD = "head"
 START_ATTEMPTS = 3
+START_TIMEOUT_S = 600  # one `ray start` (a CPU-starved head took minutes); one that hangs is ended and retried
 # A busy shared machine (CI beside a training run) starts processes slowly: Ray's defaults for the
 # dashboard to come up, a raylet to register with the GCS and a worker process with its raylet ran out
 # there. Worker processes start when work needs them, not one idle one per logical CPU at start-up.
@@ -175,20 +176,33 @@ class LocalCluster:
             with log.open("a") as out:
                 out.write(f"--- attempt {attempt}: {' '.join(cmd)}\n")
                 out.flush()
-                done = subprocess.run(
-                    cmd,
-                    env={**self._env, **(env or {}), NODE_ENV: name},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=600,
-                )
-            if done.returncode == 0:
+                try:
+                    returncode = subprocess.run(
+                        cmd,
+                        env={**self._env, **(env or {}), NODE_ENV: name},
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        timeout=START_TIMEOUT_S,
+                    ).returncode
+                except subprocess.TimeoutExpired:
+                    out.write(f"--- attempt {attempt}: no answer after {START_TIMEOUT_S} s\n")
+                    returncode = None
+            if returncode == 0:
                 self.nodes.append(name)
                 return
             self._end(self.pids(name))  # whatever this attempt left running
-        tail = log.read_text(errors="replace")[-3000:]
+        tail = log.read_text(errors="replace")[-3000:] + self._log_tails()
         self.stop()
         raise RuntimeError(f"`ray start` for node {name} failed {START_ATTEMPTS} times:\n{tail}")
+
+    def _log_tails(self, lines: int = 15) -> str:
+        """The last lines of each raylet's and GCS's log, for an error message (stop() removes them)."""
+        logs = self.root / "ray" / "session_latest" / "logs"
+        out = []
+        for path in sorted(logs.glob("raylet*.out")) + sorted(logs.glob("gcs_server.out")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"\n--- {path.name}:\n" + "\n".join(text))
+        return "".join(out)
 
     # ------------------------------------------------------------------ looking at it
 
