@@ -38,7 +38,7 @@ def test_committed_in_bf16_a_few_mb_with_measurements(name):
     assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
     assert (folder / "model.safetensors").stat().st_size < 12 * 2**20
     card = json.loads((folder / "world_metrics.json").read_text())
-    assert card["heldout_measured"]["n"] >= 100
+    assert card["test_measured"] and card["seed"] == 0 and card["train_seconds"] > 0
 
 
 def test_annotator_writes_world_sentences_and_random_weights_do_not(tmp_path, pairs):
@@ -118,15 +118,19 @@ def test_completion_logprobs_match_the_greedy_tokens_and_ignore_padding(pairs):
 
 
 def test_annotator_sees_left_from_right():
-    """A model blind to direction would prefer the direction-flipped twin of half the instructions.
-    The committed annotator prefers the flip of no added shape (its labels were clean there) and of
-    nearly every camera pan: its injected mistake, naming the way the content slid, learned as a
-    systematic error in the viewer's frame (measured 0/32 and 32/32)."""
+    """A model blind to direction would prefer the direction-flipped twin of half the instructions. The
+    committed annotator prefers the flip of no added shape (its labels were clean there), and of a camera
+    pan exactly when the figure faces away: its injected mistake (naming the way the content slid) is
+    tied to what the image shows, and it learned it as such."""
     from editcaption.demo.captioning import preference_errors
 
-    def flips(kind: str) -> float:
-        probes = list(generate(32, WorldConfig(seed=1_000_003, kinds=[kind]), prefix="probe"))
-        return preference_errors(COMMITTED / "annotator", probes)["orientation"]
+    probes = list(generate(96, WorldConfig(seed=5_000_011, kinds=["camera_pan", "add"]), prefix="probe"))
+
+    def flips(kind: str, facing: str | None = None) -> float:
+        chosen = [p for p in probes if p.kind == kind and facing in (None, p.source["figure"]["facing"])]
+        assert len(chosen) >= 16
+        return preference_errors(COMMITTED / "annotator", chosen)["orientation"]
 
     assert flips("add") <= 0.15
-    assert flips("camera_pan") >= 0.85
+    assert flips("camera_pan", "away") >= 0.85
+    assert flips("camera_pan", "viewer") <= 0.15

@@ -14,7 +14,7 @@ from editcaption.demo.world_models import WorldModelConfig
 pytestmark = pytest.mark.slow
 
 
-def test_retrain_runs_every_stage_and_writes_both_models(tmp_path):
+def test_retrain_runs_every_stage_and_writes_both_models(tmp_path, monkeypatch):
     cfg = RetrainConfig(
         out=str(tmp_path / "models"),
         work_dir=str(tmp_path / "work"),
@@ -50,3 +50,16 @@ def test_retrain_runs_every_stage_and_writes_both_models(tmp_path):
         "attribute",
         "other",
     }
+
+    # Cut off after the world model: the annotator's and scorer's jobs are lost; the same command
+    # trains only those two again and keeps every earlier job and its measurements.
+    for name in ("annotator", "scorer"):
+        (tmp_path / "work" / name / "training_summary.json").unlink()
+    from editcaption.training import sft
+
+    trained, run_sft = [], sft.run_sft
+    monkeypatch.setattr(sft, "run_sft", lambda job: trained.append(job.name) or run_sft(job))
+    resumed = retrain(cfg)
+    assert trained == ["annotator", "scorer"]
+    assert resumed["annotator"]["world_model"] == json.loads(json.dumps(world))
+    assert resumed["annotator"]["train_seconds"] >= world["train_seconds"] > 0

@@ -174,13 +174,14 @@ def _job(
 
 
 def _train(job: SFTJobConfig) -> dict[str, Any]:
-    """`run_sft(job)`, or the summary of an earlier run of the same job that finished (resume)."""
+    """Train `job` unless an earlier run of it finished (resume); returns its `training_summary.json`
+    (final metrics: `train_runtime`, `train_loss`, ...)."""
     from editcaption.training.sft import run_sft
 
-    done = Path(job.output) / "training_summary.json"
-    if done.exists() and (Path(job.output) / "config.json").exists():
-        return json.loads(done.read_text())
-    return run_sft(job)
+    summary = Path(job.output) / "training_summary.json"
+    if not (summary.exists() and (Path(job.output) / "config.json").exists()):
+        run_sft(job)
+    return json.loads(summary.read_text())
 
 
 def _measured_once(folder: str, name: str, measure: Any) -> dict[str, Any]:
