@@ -107,7 +107,7 @@ def summarize_study(runs: dict[str, list[dict]]) -> dict:
 def markdown(study: dict) -> str:
     models = list(study["rates"])
     rows = [("exact match", "exact")] + [(f"{t} errors", t) for t in ERROR_TYPES]
-    rows += [(f"prefers a {t} variant", f"pref:{t}") for t in ("orientation", "viewpoint", "attribute")]
+    rows += [(f"prefers a wrong {t} variant", f"pref:{t}") for t in ("orientation", "viewpoint", "attribute")]
     cfg = study["config"]
     lines = [
         f"# Miniature study: {len(cfg['seeds'])} seeds of SFT and DPO, {cfg['pairs']} pairs of the "

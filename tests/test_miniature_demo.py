@@ -1,39 +1,93 @@
-"""The paper's direction in miniature (issue #9): one real `run_demo` on the committed annotator and
-scorer — drafts, EditScore filter, ground-truth "review", SFT, HAE-DPO and plain DPO through the
-project's Ray Train jobs on CPU — graded exactly on held-out pairs and their mirrors.
+"""The paper's claims in miniature (issue #17), as statistics that hold on any machine.
 
-The run is `editcaption demo` with its defaults (the run README quotes); seeds are fixed, so it is
-repeatable up to CPU floating-point order. Each threshold is stated next to what the reference
-runs measured (docs/miniature.md), with room for that noise.
+`benchmarks/miniature.py` trained SFT, HAE-DPO and plain DPO from the committed annotator with five
+seeds and evaluated every model on the world's `test` split (200 pairs, never used to choose a
+setting); its results are committed (`benchmarks/results/miniature/study.json`). A claim is asserted
+here only where its 95% interval over seeds and pairs excludes zero, with a threshold that the study's
+worst seed passes with room to spare (CPU kernels differ between machines: the same seed moves by a
+few pairs). The demo in CI runs one seed (`editcaption demo` defaults: seed 0, test split) through the
+project's real Stage 1, Ray Train jobs and evaluation, and must meet the same thresholds: the claims
+function below is applied to it and to every seed of the study.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from editcaption.demo.pipeline import DemoConfig, run_demo
 from editcaption.demo.retrain import COMMITTED
 
-pytestmark = pytest.mark.slow
+STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "miniature" / "study.json"
 
-# Measured on the committed models (retrained 29 Nov with the pan curriculum; the reference run in
-# docs/miniature.md, 200 held-out pairs, repeated to the digit by a second run on the same models):
-# exact match annotator 0.095, SFT 0.195, HAE-DPO 0.21, DPO 0.21; viewpoint errors annotator 0.125,
-# SFT 0.00; orientation errors SFT 0.175 (35 pairs: kept drafts carry the annotator's flipped pans),
-# HAE-DPO 0.10 (20), DPO 0.105 (21); attribute errors 0.005 for both DPOs. Preference errors:
-# viewpoint annotator 0.41, SFT 0.00; orientation SFT 0.367, both DPOs 0.275 (of 120 variants);
-# attribute SFT 0.185, HAE-DPO 0.18, DPO 0.185.
-SFT_EXACT_MARGIN = 0.05  # 10 of 200 pairs; measured 0.10
-SFT_VIEWPOINT_MARGIN = 0.05  # measured 0.125
-SFT_VIEWPOINT_PREFERENCE_MARGIN = 0.2  # measured 0.41
-DPO_ORIENTATION_PREFERENCE_MARGIN = 0.05  # 6 of 120 variants; measured 0.092 (11) for both objectives
-HAE_ORIENTATION_MARGIN = 0.05  # 10 of 200 held-out pairs; measured 0.175 -> 0.10 (15 pairs)
+# label (as in study.json's differences): (model a, model b, metric, threshold on metric(a) - metric(b)).
+# Metrics: 'exact' or an error type (share of the 200 test pairs). Every claim whose interval excludes
+# zero in the favourable direction, with the study's five seeds in the comment (5 Dec, this machine).
+# Threshold: half the worst seed, except where half the worst seed is one or two pairs of 200 — there
+# the claim is "no worse" (0), since a CPU's float order alone moved a seed by a few pairs before.
+CLAIMS: dict[str, tuple[str, str, str, float]] = {
+    # 0.070 on every seed: SFT's refined and filtered data drop the annotator's viewpoint mistakes.
+    "viewpoint errors: annotator - sft": ("annotator", "sft", "viewpoint", 0.035),
+    # 0.065, 0.060, 0.065, 0.070, 0.060.
+    "attribute errors: annotator - sft": ("annotator", "sft", "attribute", 0.03),
+    # 0.030, 0.010, 0.075, 0.035, 0.070: the orientation errors SFT keeps (the filter passes them) are
+    # cut by HAE-DPO...
+    "orientation errors: sft - sft+hae-dpo": ("sft", "sft+hae-dpo", "orientation", 0.0),
+    # ... and by plain DPO as much (0.030, 0.025, 0.075, 0.035, 0.065; HAE - DPO: -0.002 [-0.012, 0.008]).
+    "orientation errors: sft - sft+dpo": ("sft", "sft+dpo", "orientation", 0.0),
+}
+
+
+def metric(models: dict, name: str, key: str) -> float:
+    summary = models[name]
+    if key == "exact":
+        return summary["exact_match"]
+    if key.startswith("pref:"):
+        return summary["preference_errors"][key.split(":", 1)[1]]
+    return summary["error_rates"][key]
+
+
+def claim_values(models: dict) -> dict[str, float]:
+    """Each claim's difference metric(a) - metric(b) on one run's model table."""
+    return {
+        label: metric(models, a, key) - metric(models, b, key) for label, (a, b, key, _) in CLAIMS.items()
+    }
+
+
+def failed_claims(models: dict) -> dict[str, float]:
+    return {label: v for label, v in claim_values(models).items() if v < CLAIMS[label][3]}
+
+
+@pytest.fixture(scope="module")
+def study() -> dict:
+    return json.loads(STUDY.read_text())
+
+
+def test_the_study_is_five_seeds_on_the_test_split_with_the_committed_models(study: dict) -> None:
+    cfg = study["config"]
+    assert (
+        cfg["split"] == "test"
+        and len(set(cfg["seeds"])) >= 5
+        and cfg["pairs"] == DemoConfig.model_fields["heldout"].default
+    )
+    assert Path(cfg["demo"]["annotator"]).name == "annotator" and Path(cfg["demo"]["scorer"]).name == "scorer"
+
+
+def test_every_asserted_claim_excludes_zero_and_holds_on_every_seed_of_the_study(study: dict) -> None:
+    for label, (_, _, _, threshold) in CLAIMS.items():
+        interval = study["differences"][label]
+        assert interval["low"] > 0, (label, interval)
+        assert min(interval["per_seed"]) >= threshold, (label, interval)
+    for seed, trained in study["per_seed"].items():  # the annotator is one model, measured once
+        models = {"annotator": study["annotator"], **trained}
+        assert not failed_claims(models), (seed, claim_values(models))
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`editcaption demo` with its defaults (seed 0, the test split): one seed of the study, on this CPU."""
     out = tmp_path_factory.mktemp("miniature-demo")
     cfg = DemoConfig(out=str(out), annotator=str(COMMITTED / "annotator"), scorer=str(COMMITTED / "scorer"))
     report = run_demo(cfg)
@@ -42,6 +96,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return report
 
 
+@pytest.mark.slow
+def test_the_demo_runs_the_studys_settings(report: dict, study: dict) -> None:
+    """The thresholds are the study's: the CI run must be one of its seeds, whatever else changed."""
+    ran = {k: v for k, v in report["config"].items() if k not in ("out", "seed")}
+    studied = {k: v for k, v in study["config"]["demo"].items() if k != "seed"}
+    assert {k: v for k, v in ran.items() if k not in ("annotator", "scorer")} == {
+        k: v for k, v in studied.items() if k not in ("annotator", "scorer")
+    }
+    assert report["config"]["seed"] in study["config"]["seeds"]
+
+
+@pytest.mark.slow
 def test_counts_reconcile(report: dict) -> None:
     counts = report["counts"]
     assert counts["refined"] + counts["kept"] + counts["filtered"] == report["config"]["pool"]
@@ -49,66 +115,36 @@ def test_counts_reconcile(report: dict) -> None:
     assert set(report["models"]) == {"annotator", "sft", "sft+hae-dpo", "sft+dpo"}
 
 
-def test_sft_beats_the_annotator_on_exact_match(report: dict) -> None:
-    models = report["models"]
-    assert models["sft"]["exact_match"] >= models["annotator"]["exact_match"] + SFT_EXACT_MARGIN, models
+@pytest.mark.slow
+def test_the_demo_run_meets_every_claim_of_the_study(report: dict) -> None:
+    assert not failed_claims(report["models"]), claim_values(report["models"])
 
 
-def test_sft_drops_the_annotators_viewpoint_errors(report: dict) -> None:
-    models = report["models"]
-    assert (
-        models["sft"]["error_rates"]["viewpoint"]
-        <= models["annotator"]["error_rates"]["viewpoint"] - SFT_VIEWPOINT_MARGIN
-    ), models
+# Stage 1 with the committed annotator and scorer on the fixed pool (only the CPU differs between
+# runs). Measured in the study's Stage 1: precision 0.479 -> 0.572 -> 0.690; the filter removed every
+# viewpoint error (47) and kept 0.780 of 245 correct drafts; the scorer ranked the canonical instruction
+# above minor variants 0.938, major 0.530, critical 0.192 (issue #17's targets for critical drafts are
+# not met: the scorer does not catch direction flips, docs/miniature.md).
+STAGE1_PRECISION_GAIN = 0.05  # measured +0.093 (filter) and +0.118 (routing and refinement)
+MIN_VIEWPOINT_REMOVED = 0.9  # measured 1.000
+MIN_CORRECT_KEPT = 0.7  # measured 0.780
+MIN_MINOR_RANKED = 0.85  # measured 0.938
 
 
-def test_dpo_on_ground_truth_pairs_does_not_add_orientation_errors(report: dict) -> None:
-    models = report["models"]
-    assert models["sft+dpo"]["error_rates"]["orientation"] <= models["sft"]["error_rates"]["orientation"], (
-        models
-    )
+@pytest.mark.slow
+def test_each_stage1_step_raises_the_precision_of_the_sft_data(report: dict) -> None:
+    steps = [v["precision"] for v in report["stage1_value"].values()]
+    assert list(report["stage1_value"]) == ["annotator drafts", "+ filter", "+ routing and refinement"]
+    assert all(b >= a + STAGE1_PRECISION_GAIN for a, b in zip(steps, steps[1:], strict=False)), steps
 
 
-def test_sft_stops_preferring_viewpoint_mistakes(report: dict) -> None:
-    """Likelihood, not greedy text: the annotator learned to prefer dropped frames and camera moves
-    told as object moves; SFT on refined labels unlearns that on held-out pairs."""
-    pref = {name: s["preference_errors"] for name, s in report["models"].items()}
-    assert pref["sft"]["viewpoint"] <= pref["annotator"]["viewpoint"] - SFT_VIEWPOINT_PREFERENCE_MARGIN, pref
+@pytest.mark.slow
+def test_the_filter_removes_viewpoint_errors_and_keeps_most_correct_drafts(report: dict) -> None:
+    f = report["filter"]
+    assert f["by_error_type"]["viewpoint"]["removed"] >= MIN_VIEWPOINT_REMOVED, f
+    assert f["correct_kept"] >= MIN_CORRECT_KEPT, f
 
 
-def test_both_dpo_objectives_prefer_direction_flips_less_than_sft(report: dict) -> None:
-    """The preference pairs reward the canonical direction over its flip; on held-out pairs both
-    objectives find fewer flips at least as likely as the canonical instruction."""
-    pref = {name: s["preference_errors"] for name, s in report["models"].items()}
-    for name in ("sft+hae-dpo", "sft+dpo"):
-        assert pref[name]["orientation"] <= pref["sft"]["orientation"] - DPO_ORIENTATION_PREFERENCE_MARGIN, (
-            pref
-        )
-
-
-def test_hae_dpo_makes_fewer_orientation_errors_than_sft(report: dict) -> None:
-    models = report["models"]
-    assert (
-        models["sft+hae-dpo"]["error_rates"]["orientation"]
-        <= models["sft"]["error_rates"]["orientation"] - HAE_ORIENTATION_MARGIN
-    ), models
-
-
-def test_hae_dpo_is_no_worse_than_plain_dpo_on_the_raised_error_types(report: dict) -> None:
-    """The types whose margins HAE-DPO raises (orientation, viewpoint, attribute). How often it prefers
-    a labelled wrong variant: no more than plain DPO (measured 0.275 = 0.275, 0 = 0, 0.18 vs 0.185).
-    Its greedy captions' error rates: worse by at most one held-out pair (measured: orientation 20
-    pairs vs 21, viewpoint 0 = 0, attribute 1 = 1). The two are this close at this scale: at DPO lr
-    2e-4 HAE-DPO made 3 more orientation errors than plain DPO (docs/miniature.md)."""
-    models = report["models"]
-    hae, plain = models["sft+hae-dpo"], models["sft+dpo"]
-    one_pair = 1 / report["config"]["heldout"] + 1e-9
-    for error_type in ("orientation", "viewpoint", "attribute"):
-        assert hae["preference_errors"][error_type] <= plain["preference_errors"][error_type], (
-            error_type,
-            models,
-        )
-        assert hae["error_rates"][error_type] <= plain["error_rates"][error_type] + one_pair, (
-            error_type,
-            models,
-        )
+@pytest.mark.slow
+def test_the_scorer_ranks_the_canonical_instruction_above_minor_mistakes(report: dict) -> None:
+    assert report["scorer_ranking"]["canonical_above"]["minor"] >= MIN_MINOR_RANKED, report["scorer_ranking"]
