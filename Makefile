@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE := 1
 
-.PHONY: setup demo miniature test test-cluster test-fast lint format bench screenshots clean
+.PHONY: setup demo miniature test test-production test-cluster test-fast lint format bench screenshots clean
 
 setup:  ## install the CPU stack into .venv (idempotent)
 	bash scripts/setup.sh
@@ -19,8 +19,11 @@ demo: setup  ## Stage 1 synthesis with the committed miniature models, graded ag
 miniature: setup  ## the whole paper in the miniature world with the committed models (<= 15 min)
 	.venv/bin/editcaption demo --out runs/miniature
 
-test: setup  ## the whole test suite (what CI runs), without the opt-in cluster scenarios
-	$(PY) -m pytest -q -ra --durations=15 -m "not cluster_extra"
+test: setup  ## the whole test suite (what CI runs), without the opt-in cluster and production-config scenarios
+	$(PY) -m pytest -q -ra --durations=15 -m "not cluster_extra and not production_extra"
+
+test-production: setup  ## the production configs CI leaves out (Serve with three engines, the GLM-4.5V caption job)
+	$(PY) -m pytest -q -ra --durations=0 tests/test_production_configs.py tests/test_production_serve_configs.py
 
 test-cluster: setup  ## every several-node Ray cluster test, the opt-in ones too (docs/cluster.md)
 	$(PY) -m pytest -q -ra --durations=0 -m cluster

@@ -165,6 +165,7 @@ def test_synthesis_glm_api(tmp_path: Path, pairs: Path, tiny_model: Path):
     assert len(scores) == len(candidates) and all(s["scorer"] == str(tiny_model) for s in scores)
 
 
+@pytest.mark.production_extra  # ray.data.llm's own engine processes: the slowest start, beyond CI's budget
 @pytest.mark.timeout(1800)  # seconds on an idle machine; a loaded one starts vLLM slowly
 def test_caption_glm45v(tmp_path: Path, pairs: Path, tiny_family_model):
     """GLM-4.5V through `ray.data.llm` (vLLM's own engine processes), 4 candidates per pair."""

@@ -33,7 +33,8 @@ from serve_process import ROOT, Server, free_port
 from editcaption.config import set_overrides
 from editcaption.serving.security import hash_key
 
-pytestmark = pytest.mark.slow
+# Three vLLM engines in one Serve take minutes to start: beyond CI's 25-minute budget, `make test-production`.
+pytestmark = [pytest.mark.slow, pytest.mark.production_extra]
 KEY = "production-serve-config-test-key"
 CPU_ENGINE = {
     "device": "cpu",
