@@ -17,10 +17,19 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Ports Ray binds by default once the server starts it (GCS, dashboard, client server, dashboard
+# agent): a port free now but one of these would be taken by Ray before Serve's proxy binds it (seen:
+# "Failed to bind to address '127.0.0.1:52365'").
+RAY_DEFAULT_PORTS = {6379, 8265, 10001, 52365}
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
 
 
 class Server:
