@@ -180,7 +180,7 @@ def _train(job: SFTJobConfig) -> dict[str, Any]:
 
     summary = Path(job.output) / "training_summary.json"
     if not (summary.exists() and (Path(job.output) / "config.json").exists()):
-        run_sft(job)
+        run_sft(job.model_copy(update={"resume": True}))  # from its last checkpoint, if it has one
     return json.loads(summary.read_text())
 
 
