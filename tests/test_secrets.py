@@ -125,6 +125,7 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
         assert DB_PASSWORD in store
         echo = {"backend": "openai", "base_url": api, "model": "api-model", "max_retries": 0}
         try:
+            ray.shutdown()  # an earlier test's Ray in this process would keep its own entrypoint
             with command_line_with(f"--store {store}"):
                 init_ray()
             entrypoints = [job["Entrypoint"] for job in ray._private.state.state.job_table()]
