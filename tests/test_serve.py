@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
@@ -378,36 +379,46 @@ def _wait_for_events(
         time.sleep(0.5)
 
 
-def _key_works_again(server: Server) -> bool:
+def _key_works_again(server: Server, client: httpx.Client | None = None) -> bool:
     """Poll with the right key until a lock on it ends (locked requests are not counted as failures)."""
+    get = client.get if client else httpx.get
     deadline = time.monotonic() + THROTTLE_WINDOW_S + 10
     while time.monotonic() < deadline:
-        if httpx.get(f"{server.url}/v1/models", headers=_auth()).status_code == 200:
+        if get(f"{server.url}/v1/models", headers=_auth()).status_code == 200:
             return True
         time.sleep(0.5)
     return False
 
 
+@contextlib.contextmanager
+def _client_from(address: str) -> Iterator[httpx.Client]:
+    """A client whose requests come from its own loopback address: the server counts wrong keys per
+    address, so a throttle test must not inherit the failures earlier tests made from 127.0.0.1."""
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=120) as client:
+        yield client
+
+
 def test_wrong_keys_get_429_before_the_tenth_and_the_right_key_works_after_the_window(server: Server) -> None:
     codes, retry, started = [], None, time.monotonic()
-    for wrong in WRONG_KEYS:
-        r = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {wrong}"})
-        codes.append(r.status_code)
-        retry = r.headers.get("retry-after", retry)
-    assert codes[:5] == [401] * 5 and codes[5] == 429, codes  # the 6th guess is refused unchecked
-    assert 1 <= int(retry) <= THROTTLE_WINDOW_S
-    locked = httpx.get(f"{server.url}/v1/models", headers=_auth())  # KEY shares the guessed prefix
-    if time.monotonic() - started < THROTTLE_WINDOW_S - 1:  # else so slow a machine that failures expired
-        assert set(codes[5:]) == {429}, codes
-        assert locked.status_code == 429 and "key prefix" in locked.json()["detail"]
-    assert _key_works_again(server)
+    with _client_from("127.0.0.11") as client:
+        for wrong in WRONG_KEYS:
+            r = client.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {wrong}"})
+            codes.append(r.status_code)
+            retry = r.headers.get("retry-after", retry)
+        assert codes[:5] == [401] * 5 and codes[5] == 429, codes  # the 6th guess is refused unchecked
+        assert 1 <= int(retry) <= THROTTLE_WINDOW_S
+        locked = client.get(f"{server.url}/v1/models", headers=_auth())  # KEY shares the guessed prefix
+        if time.monotonic() - started < THROTTLE_WINDOW_S - 1:  # else so slow a machine that failures expired
+            assert set(codes[5:]) == {429}, codes
+            assert locked.status_code == 429 and "key prefix" in locked.json()["detail"]
+        assert _key_works_again(server, client)
 
     guessed = {hash_key(w)[:12] for w in WRONG_KEYS}
     failures = _wait_for_events(server, lambda e: e.get("key_id") in guessed, codes.count(401))
     assert len(failures) == codes.count(401)
     assert all(
         (e["event"], e["reason"], e["address"], e["route"])
-        == ("auth_refused", "invalid_key", "127.0.0.1", "/v1/models")
+        == ("auth_refused", "invalid_key", "127.0.0.11", "/v1/models")
         for e in failures
     )
     throttled = _wait_for_events(server, lambda e: e["event"] == "auth_throttled", codes.count(429))
@@ -423,29 +434,38 @@ def test_wrong_keys_from_one_address_are_throttled_and_forged_forwarding_does_no
     server: Server,
 ) -> None:
     codes = []
-    for i in range(ADDRESS_FAILURES + 3):  # a new prefix each time, and a new forged client address each time
-        headers = {"Authorization": f"Bearer other-{i:04d}-key", "X-Forwarded-For": f"198.51.100.{i}"}
-        codes.append(httpx.get(f"{server.url}/v1/models", headers=headers).status_code)
-    assert codes[:ADDRESS_FAILURES] == [401] * ADDRESS_FAILURES and codes[ADDRESS_FAILURES] == 429, codes
-    locked = httpx.get(f"{server.url}/v1/models", headers=_auth())
-    assert locked.status_code == 429 and "address" in locked.json()["detail"]
-    assert _key_works_again(server)
+    with _client_from("127.0.0.12") as client:
+        for i in range(
+            ADDRESS_FAILURES + 3
+        ):  # a new prefix each time, and a new forged client address each time
+            headers = {"Authorization": f"Bearer other-{i:04d}-key", "X-Forwarded-For": f"198.51.100.{i}"}
+            codes.append(client.get(f"{server.url}/v1/models", headers=headers).status_code)
+        assert codes[:ADDRESS_FAILURES] == [401] * ADDRESS_FAILURES and codes[ADDRESS_FAILURES] == 429, codes
+        locked = client.get(f"{server.url}/v1/models", headers=_auth())
+        assert locked.status_code == 429 and "address" in locked.json()["detail"]
+        assert (
+            httpx.get(f"{server.url}/v1/models", headers=_auth()).status_code == 200
+        )  # other addresses pass
+        assert _key_works_again(server, client)
     by_address = _wait_for_events(server, lambda e: e.get("scope") == "address", codes.count(429) + 1)
-    assert by_address and {e["address"] for e in by_address} == {"127.0.0.1"}  # not the forged ones
+    assert by_address and {e["address"] for e in by_address} == {"127.0.0.12"}  # not the forged ones
 
 
 def test_a_key_over_its_quota_gets_429_with_retry_after(server: Server) -> None:
     quota = {"Authorization": f"Bearer {QUOTA_KEY}"}
-    codes = [httpx.get(f"{server.url}/v1/models", headers=quota).status_code for _ in range(3)]
-    assert codes == [200, 200, 429]
-    over = httpx.get(f"{server.url}/v1/models", headers=quota)
-    assert over.status_code == 429 and "2 requests per minute" in over.json()["detail"]
-    assert 1 <= int(over.headers["retry-after"]) <= 60
+    with _client_from("127.0.0.13") as client:
+        codes = [client.get(f"{server.url}/v1/models", headers=quota).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        over = client.get(f"{server.url}/v1/models", headers=quota)
+        assert over.status_code == 429 and "2 requests per minute" in over.json()["detail"]
+        assert 1 <= int(over.headers["retry-after"]) <= 60
 
-    tokens = {"Authorization": f"Bearer {TOKEN_KEY}"}
-    first = httpx.post(f"{server.url}/v1/chat/completions", json=_chat(), headers=tokens, timeout=120)
-    assert first.status_code == 200 and first.json()["usage"]["completion_tokens"] >= 1  # crosses the budget
-    second = httpx.post(f"{server.url}/v1/chat/completions", json=_chat(), headers=tokens, timeout=120)
+        tokens = {"Authorization": f"Bearer {TOKEN_KEY}"}
+        first = client.post(f"{server.url}/v1/chat/completions", json=_chat(), headers=tokens)
+        assert (
+            first.status_code == 200 and first.json()["usage"]["completion_tokens"] >= 1
+        )  # crosses the budget
+        second = client.post(f"{server.url}/v1/chat/completions", json=_chat(), headers=tokens)
     assert second.status_code == 429 and "generated tokens" in second.json()["detail"]
     assert 1 <= int(second.headers["retry-after"]) <= 60
     assert httpx.get(f"{server.url}/v1/models", headers=_auth()).status_code == 200  # other keys unaffected
