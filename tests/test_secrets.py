@@ -13,6 +13,7 @@ gets the same planted environment in `test_serve.py`, whose last test searches i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -67,16 +68,23 @@ def echoing_api() -> Iterator[str]:
 
 
 @contextmanager
-def command_line_with(extra: str) -> Iterator[None]:
-    """This process's command line (what Ray records as a job's entrypoint) with `extra` appended."""
-    import setproctitle
+def command_line_with(*extra: str) -> Iterator[None]:
+    """This process's command line, as psutil reads it (and Ray records it as a job's entrypoint), with
+    `extra` appended. A stand-in: a running process cannot portably rewrite its own argv (setproctitle
+    did not change /proc/self/cmdline inside the whole suite), so psutil's reading of it is extended."""
+    import psutil
 
-    before = setproctitle.getproctitle()
-    setproctitle.setproctitle(f"{before} {extra}")
+    read = psutil.Process.cmdline
+    me = os.getpid()
+
+    def cmdline(self: psutil.Process) -> list[str]:
+        return [*read(self), *extra] if self.pid == me else read(self)
+
+    psutil.Process.cmdline = cmdline
     try:
         yield
     finally:
-        setproctitle.setproctitle(before)
+        psutil.Process.cmdline = read
 
 
 def _cli(*args: str, code: int = 0) -> str:
@@ -126,7 +134,7 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
         echo = {"backend": "openai", "base_url": api, "model": "api-model", "max_retries": 0}
         try:
             ray.shutdown()  # an earlier test's Ray in this process would keep its own entrypoint
-            with command_line_with(f"--store {store}"):
+            with command_line_with("--store", store):
                 init_ray()
             entrypoints = [job["Entrypoint"] for job in ray._private.state.state.job_table()]
             assert any("--store" in e and "***" in e for e in entrypoints), entrypoints
