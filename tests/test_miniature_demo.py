@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from editcaption.demo.pipeline import DemoConfig, run_demo
+from editcaption.demo.pipeline import DemoConfig, Stage1, run_demo, run_stage1, scorer_ranking
 from editcaption.demo.retrain import COMMITTED
+from editcaption.demo.world import split_pairs
 
 STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "miniature" / "study.json"
 
@@ -85,18 +86,31 @@ def test_every_asserted_claim_excludes_zero_and_holds_on_every_seed_of_the_study
         assert not failed_claims(models), (seed, claim_values(models))
 
 
+def _demo_config(out: Path) -> DemoConfig:
+    return DemoConfig(out=str(out), annotator=str(COMMITTED / "annotator"), scorer=str(COMMITTED / "scorer"))
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stage1, dict]:
+    """Stage 1 of `editcaption demo` (its defaults) and the scorer's ranking on the test split: what CI
+    runs of the demo. The training and evaluation of four models take ~9 min here and run in
+    `make test-miniature` (marker `miniature_extra`), beyond CI's 25-minute budget."""
+    cfg = _demo_config(tmp_path_factory.mktemp("miniature-stage1"))
+    return run_stage1(cfg), scorer_ranking(cfg.scorer, split_pairs(cfg.split, cfg.heldout))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`editcaption demo` with its defaults (seed 0, the test split): one seed of the study, on this CPU."""
     out = tmp_path_factory.mktemp("miniature-demo")
-    cfg = DemoConfig(out=str(out), annotator=str(COMMITTED / "annotator"), scorer=str(COMMITTED / "scorer"))
-    report = run_demo(cfg)
+    report = run_demo(_demo_config(out))
     assert json.loads((out / "report.json").read_text())["models"].keys() == report["models"].keys()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     return report
 
 
 @pytest.mark.slow
+@pytest.mark.miniature_extra
 def test_the_demo_runs_the_studys_settings(report: dict, study: dict) -> None:
     """The thresholds are the study's: the CI run must be one of its seeds, whatever else changed."""
     ran = {k: v for k, v in report["config"].items() if k not in ("out", "seed")}
@@ -108,6 +122,7 @@ def test_the_demo_runs_the_studys_settings(report: dict, study: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.miniature_extra
 def test_counts_reconcile(report: dict) -> None:
     counts = report["counts"]
     assert counts["refined"] + counts["kept"] + counts["filtered"] == report["config"]["pool"]
@@ -116,6 +131,7 @@ def test_counts_reconcile(report: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.miniature_extra
 def test_the_demo_run_meets_every_claim_of_the_study(report: dict) -> None:
     assert not failed_claims(report["models"]), claim_values(report["models"])
 
@@ -132,19 +148,28 @@ MIN_MINOR_RANKED = 0.85  # measured 0.938
 
 
 @pytest.mark.slow
-def test_each_stage1_step_raises_the_precision_of_the_sft_data(report: dict) -> None:
-    steps = [v["precision"] for v in report["stage1_value"].values()]
-    assert list(report["stage1_value"]) == ["annotator drafts", "+ filter", "+ routing and refinement"]
+def test_stage1_counts_reconcile(stage1: tuple[Stage1, dict]) -> None:
+    counts = stage1[0].counts
+    assert counts["refined"] + counts["kept"] + counts["filtered"] == DemoConfig.model_fields["pool"].default
+
+
+@pytest.mark.slow
+def test_each_stage1_step_raises_the_precision_of_the_sft_data(stage1: tuple[Stage1, dict]) -> None:
+    steps = [v["precision"] for v in stage1[0].value.values()]
+    assert list(stage1[0].value) == ["annotator drafts", "+ filter", "+ routing and refinement"]
     assert all(b >= a + STAGE1_PRECISION_GAIN for a, b in zip(steps, steps[1:], strict=False)), steps
 
 
 @pytest.mark.slow
-def test_the_filter_removes_viewpoint_errors_and_keeps_most_correct_drafts(report: dict) -> None:
-    f = report["filter"]
+def test_the_filter_removes_viewpoint_errors_and_keeps_most_correct_drafts(
+    stage1: tuple[Stage1, dict],
+) -> None:
+    f = stage1[0].filter
     assert f["by_error_type"]["viewpoint"]["removed"] >= MIN_VIEWPOINT_REMOVED, f
     assert f["correct_kept"] >= MIN_CORRECT_KEPT, f
 
 
 @pytest.mark.slow
-def test_the_scorer_ranks_the_canonical_instruction_above_minor_mistakes(report: dict) -> None:
-    assert report["scorer_ranking"]["canonical_above"]["minor"] >= MIN_MINOR_RANKED, report["scorer_ranking"]
+def test_the_scorer_ranks_the_canonical_instruction_above_minor_mistakes(stage1: tuple[Stage1, dict]) -> None:
+    ranking = stage1[1]
+    assert ranking["canonical_above"]["minor"] >= MIN_MINOR_RANKED, ranking

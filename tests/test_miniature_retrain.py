@@ -11,7 +11,7 @@ import pytest
 from editcaption.demo.retrain import CurriculumStage, RetrainConfig, retrain
 from editcaption.demo.world_models import WorldModelConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.miniature_extra]  # `make test-miniature`: beyond CI's budget
 
 
 def test_retrain_runs_every_stage_and_writes_both_models(tmp_path, monkeypatch):
