@@ -13,8 +13,9 @@ import functools
 import math
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from editcaption.checks.directions import (
     Token,
@@ -69,6 +70,15 @@ _SWAP = {
 }
 
 
+class LabelledVariant(Protocol):
+    """A wrong instruction with the error it makes and the rule (`kind`) that wrote it."""
+
+    kind: str
+    error_type: ErrorType
+    severity: Severity
+    text: str
+
+
 @dataclass(frozen=True)
 class _Variant:
     kind: str
@@ -112,25 +122,43 @@ def hard_negatives(
                 _replace_attribute(instruction, kind, lang, rng(kind)),
             )
         )
-    rows, seen = [], {_key(instruction)}
+    written, seen = [], {_key(instruction)}
     for v in variants:
         if v.text is None or _key(v.text) in seen:
             continue
         seen.add(_key(v.text))
-        rows.append(
-            PreferencePair(
-                pair_id=pair_id,
-                source=source,
-                target=target,
-                chosen=instruction,
-                rejected=v.text,
-                error_type=v.error_type,
-                severity=v.severity,
-                origin="hard_negative",
-                annotators=[f"rule:{v.kind}"],
-            ).to_row()
-        )
-    return rows
+        written.append(v)
+    return variant_pairs(pair_id, source, target, instruction, written, "hard_negative", "rule")
+
+
+def variant_pairs(
+    pair_id: str,
+    source: bytes,
+    target: bytes,
+    chosen: str,
+    variants: Iterable[LabelledVariant],
+    origin: Literal["ground_truth", "hard_negative"],
+    labeller: str,
+) -> list[dict[str, Any]]:
+    """`PreferencePair` rows, one per labelled wrong variant of the `chosen` instruction.
+
+    The variant's error label becomes the pair's, and `annotators` names what wrote the variant
+    (`<labeller>:<kind>`), so a rule-written or generated pair is never taken for a human one.
+    """
+    return [
+        PreferencePair(
+            pair_id=pair_id,
+            source=source,
+            target=target,
+            chosen=chosen,
+            rejected=v.text,
+            error_type=v.error_type,
+            severity=v.severity,
+            origin=origin,
+            annotators=[f"{labeller}:{v.kind}"],
+        ).to_row()
+        for v in variants
+    ]
 
 
 def mix_preferences(

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from editcaption.checks.hard_negatives import variant_pairs
 from editcaption.demo.world import WorldPair, describe, images, render
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages
@@ -133,20 +134,9 @@ def preference_records(pairs: list[WorldPair]) -> list[dict]:
     rows = []
     for pair in pairs:
         source, target = png_pair(pair)
-        for v in pair.variants:
-            rows.append(
-                PreferencePair(
-                    pair_id=pair.pair_id,
-                    source=source,
-                    target=target,
-                    chosen=pair.instruction,
-                    rejected=v.text,
-                    error_type=v.error_type,
-                    severity=v.severity,
-                    origin="ground_truth",
-                    annotators=[f"world:{v.kind}"],
-                ).to_row()
-            )
+        rows += variant_pairs(
+            pair.pair_id, source, target, pair.instruction, pair.variants, "ground_truth", "world"
+        )
     return rows
 
 

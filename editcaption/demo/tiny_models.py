@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
     from transformers import (
         PreTrainedModel,
         PreTrainedTokenizerFast,
@@ -182,7 +183,6 @@ def _train_tokenizer(
         pre_tokenizers,
         trainers,
     )
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(byte_fallback=False))
     tok.normalizer = normalizers.NFC()
@@ -202,13 +202,33 @@ def _train_tokenizer(
     tok.train_from_iterator(_corpus(), trainer)
     if plain_tokens:
         tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain_tokens])
+    return fast_tokenizer(tok, special_tokens, eos_token, pad_token, chat_template, model_max_length=4096)
+
+
+def fast_tokenizer(
+    tok: Tokenizer,
+    special_tokens: Sequence[str],
+    eos_token: str,
+    pad_token: str,
+    chat_template: str,
+    model_max_length: int,
+    unk_token: str | None = None,
+) -> PreTrainedTokenizerFast:
+    """A trained `tokenizers.Tokenizer` as the transformers tokenizer a checkpoint folder saves.
+
+    Decoded spaces are not cleaned up, so decoding gives back exactly the text that was encoded.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    unk = {} if unk_token is None else {"unk_token": unk_token}
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=eos_token,
         pad_token=pad_token,
+        **unk,
         extra_special_tokens=list(special_tokens),
         chat_template=chat_template,
-        model_max_length=4096,
+        model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,
     )
 

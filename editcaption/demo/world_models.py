@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from editcaption.demo.records import DESCRIBE_PROMPT, PERCEPTUAL_REPLY, VERDICTS, semantic_reply
-from editcaption.demo.tiny_models import CHAT_TEMPLATE, SPECIAL_TOKENS
+from editcaption.demo.tiny_models import CHAT_TEMPLATE, SPECIAL_TOKENS, fast_tokenizer
 from editcaption.demo.world import SIZE, WorldConfig, describe, generate, mirrored
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.prompts.instruction import SYSTEM, USER
@@ -83,7 +83,6 @@ def _fixed_texts() -> list[str]:
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """Word-level tokenizer over byte-level pre-tokens (" Move", "'s", "."): decoding restores the text."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -93,15 +92,14 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     # The fixed prompt texts are one token each: the model still reads the project's exact prompt,
     # but a training sequence is ~60 tokens instead of ~190, which is what makes CPU training fit.
     tok.add_tokens([AddedToken(text, normalized=False) for text in _fixed_texts()])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="[UNK]",
-        extra_special_tokens=list(SPECIAL_TOKENS),
-        chat_template=CHAT_TEMPLATE,
+    return fast_tokenizer(
+        tok,
+        SPECIAL_TOKENS,
+        "<|im_end|>",
+        "<|endoftext|>",
+        CHAT_TEMPLATE,
         model_max_length=2048,
-        clean_up_tokenization_spaces=False,
+        unk_token="[UNK]",
     )
 
 

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 DEFAULT_ROWS_PER_BATCH = 8
 # Batches an async-engine actor works on at once: one being answered while the next arrives and starts.
 BATCHES_IN_FLIGHT = 2
-RESULT_COLUMNS = ("text", "token_logprobs", "num_output_tokens", "error", "finish_reason", "reasoning")
 
 
 class EngineConfigBase(BaseModel):

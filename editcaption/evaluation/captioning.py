@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from editcaption.checks.attributes import attribute_coverage
+from editcaption.checks.config import ChecksConfig
 from editcaption.checks.flip import flip_applicable, flip_verdict, mirror_pair
 from editcaption.checks.viewpoint import lint_viewpoint
 from editcaption.engines import EngineConfig, EngineRequest, EngineResult, SamplingSettings
@@ -35,22 +36,14 @@ class CaptionerConfig(BaseModel):
     )
 
 
-class EvalChecksConfig(BaseModel):
-    """Failure-mode checks measured on every captioner's instructions (`editcaption/checks/`)."""
+class EvalChecksConfig(ChecksConfig):
+    """The shared checks (`ChecksConfig`), measured on every captioner's instructions, plus attribute
+    coverage, which needs the reference instruction only a benchmark has."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    flip_consistency: bool = Field(
-        False,
-        description="Also caption the mirrored pair and report each model's flip-consistency rate: one "
-        "more captioning request per pair.",
-    )
-    viewpoint_lint: bool = Field(True, description="Rate of instructions with viewpoint-lint findings.")
     attribute_coverage: bool = Field(
         True,
         description="Attribute coverage against the benchmark's reference instruction, where it has one.",
     )
-    lang: str = Field("en", description="Lexicon language (editcaption/checks/lexicon/<lang>.yaml).")
 
 
 def caption_expand(

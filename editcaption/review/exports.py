@@ -24,7 +24,6 @@ from editcaption.schema import ERROR_TYPES, SEVERITIES, Judgment, PreferencePair
 
 ExportKind = Literal["sft", "preference", "judgment"]
 EXPORT_KINDS = ("sft", "preference", "judgment")
-_TASK_OF = {"sft": "refine", "preference": "prefer", "judgment": "judge"}
 
 
 @dataclass
