@@ -151,7 +151,7 @@ def test_preference_majority_agreement_and_ties(store_url: str) -> None:
 
 
 def test_stats_agreement_and_rates(store_url: str) -> None:
-    from editcaption.evaluation.metrics import cohen_kappa
+    from editcaption.agreement import cohen_kappa
     from editcaption.review.stats import review_stats
 
     a = ["correct", "correct", "minor_error", "critical_error"]
