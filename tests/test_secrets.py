@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 import pytest
 from planted_secrets import DB_PASSWORD, PLANTED_ENV, SECRETS, find_secrets, searched_files
 from ray_sessions import kill_ray_session
+from review_servers import local_postgres, running_app
 from typer.testing import CliRunner
 
 from editcaption.cli import app as cli
 from editcaption.review.app import ReviewAppConfig
 from editcaption.review.seed import seed_judgments
-from editcaption.review.testing import local_postgres, running_app
 from editcaption.schema import Judgment
 
 pytestmark = pytest.mark.slow
