@@ -107,7 +107,8 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
 
     from editcaption.evaluation.job import EvalConfig, evaluate
     from editcaption.ray_setup import init_ray
-    from editcaption.synthesis.job import SynthesisConfig, run_synthesis
+    from editcaption.synthesis.config import SynthesisConfig
+    from editcaption.synthesis.job import run_synthesis
 
     caplog.set_level("DEBUG")
     for name, value in PLANTED_ENV.items():

@@ -313,7 +313,7 @@ def _write_tables(tables: dict[str, list[dict[str, Any]]], out: str) -> None:
 def warn_if_reasoning_is_cut_in(config: EvalConfig) -> None:
     """Warn for each captioner and the judge whose reasoning family's reply budget is larger than its
     `max_tokens` (its replies would end `truncated`, captions unparsed and judgments missing)."""
-    from editcaption.synthesis.job import warn_if_reasoning_is_cut
+    from editcaption.engines.families import warn_if_reasoning_is_cut
 
     for cap in config.captioners:
         warn_if_reasoning_is_cut(cap.engine, cap.sampling, f"captioner {cap.name}")
