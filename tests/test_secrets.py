@@ -148,6 +148,10 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
                          judge="human:ann", verdict="correct", error_types=[])
                 for p in pairs.iterdir()
             ])  # fmt: skip
+            judgments = tmp_path / "review" / "judgments.parquet"  # eval reads the export, not the store
+            shown.append(
+                _cli("review", "export", "--store", store, "--kind", "judgment", "--out", str(judgments))
+            )
             evaluation = EvalConfig.model_validate(
                 {
                     "captioners": [
@@ -155,7 +159,7 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
                         {"name": "api", "engine": echo, "sampling": {"max_tokens": 4}},
                     ],
                     "benchmarks": [{"name": "secrets", "format": "eval-n", "uri": str(pairs)}],
-                    "human": {"store_url": store},
+                    "human": {"parquet": str(judgments)},
                     "output": str(tmp_path / "eval"),
                 }
             )
