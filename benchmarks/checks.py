@@ -39,7 +39,7 @@ def main() -> None:
     from editcaption.checks.viewpoint import lint_viewpoint
     from editcaption.engines import EngineResult, SamplingSettings, VLLMEngineConfig
     from editcaption.engines.vllm_engine import VLLMPredictor
-    from editcaption.synthesis.job import caption_expand
+    from editcaption.prompts.instruction import caption_expand
 
     pairs = []
     for c in range(args.copies):

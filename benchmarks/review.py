@@ -16,6 +16,7 @@ import json
 import platform
 import re
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -23,6 +24,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+
+# the review app and PostgreSQL runners the review tests use (tests/review_servers.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 _ACTION = re.compile(r'<form method="post" action="/task/(\d+)" class="card answer"')
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -61,10 +65,10 @@ def annotate(base: str, name: str, tasks: int, timings: dict[str, list[float]], 
 
 def run(store_url: str, annotators: int, per_annotator: int, queue: Path) -> dict:
     from argon2 import PasswordHasher
+    from review_servers import serve_process
 
     from editcaption.review.importers import import_tasks
     from editcaption.review.store import Store
-    from editcaption.review.testing import serve_process
 
     names = [f"ann{i}" for i in range(annotators)]
     # cheap argon2 for the simulated accounts: logins are not what is measured
@@ -118,7 +122,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args()
 
-    from editcaption.review.testing import local_postgres, postgres_bin, write_review_queue
+    from review_servers import local_postgres, postgres_bin, write_review_queue
 
     results: dict = {
         "what": "review app, simulated annotators: task page + 2 images + form POST per task (judge tasks)",

@@ -107,7 +107,7 @@ def synthesize(
 ) -> None:
     """Stage 1: caption → EditScore → filter → route → SFT dataset, exports, review queue and report."""
     from editcaption.progress import run_synthesis_job
-    from editcaption.synthesis.job import SynthesisConfig
+    from editcaption.synthesis.config import SynthesisConfig
 
     cfg = _load(config, SynthesisConfig, {"input": input, "output": output, "limit": limit}, set_)
     summary, log_path = run_synthesis_job(cfg, verbose=verbose)

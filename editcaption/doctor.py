@@ -128,7 +128,7 @@ def config_model(data: dict[str, Any]) -> tuple[str, type | None]:
     """(job name, config model) the file's keys point to; serve files are checked per application."""
     from editcaption.evaluation.job import EvalConfig
     from editcaption.synthesis.caption import CaptionJobConfig
-    from editcaption.synthesis.job import SynthesisConfig
+    from editcaption.synthesis.config import SynthesisConfig
     from editcaption.training.dpo import DPOJobConfig
     from editcaption.training.sft import SFTJobConfig
 

@@ -17,7 +17,7 @@ from editcaption.prompts.editscore import (
     perceptual_quality_messages,
     semantic_consistency_messages,
 )
-from editcaption.synthesis.editscore import EditScoreConfig, aggregate_editscore
+from editcaption.prompts.scoring import EditScoreConfig, aggregate_editscore
 
 
 def _image_parts(messages: list[dict]) -> int:
@@ -308,8 +308,7 @@ def test_edited_image_is_resized_to_the_source_size_before_scoring() -> None:
 
     from PIL import Image
 
-    from editcaption.synthesis.editscore import edited_for_scoring
-    from editcaption.synthesis.job import score_expand
+    from editcaption.prompts.scoring import edited_for_scoring, score_expand
 
     source, edited = _png((64, 48), "red"), _png((128, 100), "blue")
     assert Image.open(io.BytesIO(edited_for_scoring(source, edited))).size == (64, 48)

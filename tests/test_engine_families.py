@@ -87,8 +87,8 @@ def test_a_reasoning_model_whose_budget_its_reasoning_would_use_up_is_warned_abo
     """Synthesis and eval (captioners and the judge) warn when a thinking family gets fewer tokens
     than its reply budget; a non-reasoning model or thinking switched off is not warned about."""
     from editcaption.engines.base import SamplingSettings
+    from editcaption.engines.families import warn_if_reasoning_is_cut
     from editcaption.evaluation.job import EvalConfig, warn_if_reasoning_is_cut_in
-    from editcaption.synthesis.job import warn_if_reasoning_is_cut
 
     glm = VLLMEngineConfig(model="zai-org/GLM-4.5V")
     with caplog.at_level("WARNING"):

@@ -23,8 +23,7 @@ from editcaption.engines import (
     TransformersEngineConfig,
     VLLMEngineConfig,
 )
-from editcaption.prompts.instruction import instruction_messages
-from editcaption.synthesis.job import make_candidate
+from editcaption.prompts.instruction import instruction_messages, make_candidate
 
 SWITCH = (
     "{% if enable_thinking is not defined %}{{ raise_exception('enable_thinking was not passed') }}{% endif %}",

@@ -279,7 +279,8 @@ def human_rows(samples: list[dict[str, Any]], ids: list[str]) -> list[dict[str, 
 def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
     """Captioners and judge: loopback stand-ins (a real judge is a large VLM on a GPU or a paid API),
     through the real OpenAI-compatible engine; human verdicts from a review store seeded through the
-    review app's store API. The rest of the job is real, run via `editcaption eval`."""
+    review app's store API and written out by `review export --kind judgment`. The rest of the job is
+    real, run via `editcaption eval`."""
     import ray
 
     samples = _samples(sample_pairs_dir)
@@ -287,6 +288,10 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
     folder_ids = [s["id"] for s in samples[:8]]
     store_url = f"sqlite:///{tmp_path / 'review.db'}"
     seed_judgments(store_url, [Judgment(**row) for row in human_rows(samples, folder_ids[:4])])
+    judgments = tmp_path / "judgments.parquet"  # eval reads the review stage's export, not its database
+    export_args = ["review", "export", "--kind", "judgment", "--store", store_url, "--out", str(judgments)]
+    exported = CliRunner().invoke(app, export_args)
+    assert exported.exit_code == 0, exported.output
     with standin_server(truth_table(samples)) as url:
         config = {
             "captioners": [{"name": "oracle", "engine": _api(url, "oracle")}, {"name": "sloppy", "engine": _api(url, "sloppy")}],
@@ -297,7 +302,7 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
                 {"name": "bytemorph-bench", "format": "bytemorph", "uri": str(paths["bytemorph"]),
                  "sample_size": 8, "seed": 3},
             ],
-            "human": {"store_url": store_url},
+            "human": {"parquet": str(judgments)},
             "published": [{"model": "EditCaption-235B", "benchmark": "eval-n", "source": "arXiv 2604.08213",
                            "mean": 4.72}],
             "checks": {"flip_consistency": True},

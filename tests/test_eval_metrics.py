@@ -7,16 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from editcaption.agreement import cohen_kappa, fleiss_kappa, human_eval_rates, percent_agreement, rating_table
 from editcaption.evaluation.metrics import (
     bootstrap_ci,
-    cohen_kappa,
-    fleiss_kappa,
-    human_eval_rates,
     judge_human_agreement,
     judge_self_consistency,
-    percent_agreement,
     position_swap_agreement,
-    rating_table,
 )
 
 # A 1-5 judge-score distribution with a known mean.

@@ -290,7 +290,9 @@ def test_pass_and_comparison_cells():
     assert cell["a_win_rate"] == 0.5 and cell["position_swap"]["first_position"] == 1
 
 
-def test_human_source_from_a_seeded_review_store(tmp_path):
+def test_human_source_from_a_review_export(tmp_path):
+    """Human verdicts reach the eval as the review stage's judgment export (a file), never its database."""
+    from editcaption.review.exports import export
     from editcaption.review.seed import seed_judgments
     from editcaption.schema import Judgment
 
@@ -301,14 +303,15 @@ def test_human_source_from_a_seeded_review_store(tmp_path):
         for i, (who, verdict) in enumerate([("ann", "correct"), ("bob", "critical_error"), ("ann", "minor_error")])
     ]  # fmt: skip
     seed_judgments(url, records)
-    got = read_human_judgments(HumanSourceConfig(store_url=url))
+    exported = export(url, "judgment", tmp_path / "judgments.parquet")
+    got = read_human_judgments(HumanSourceConfig(parquet=exported.path))
     assert sorted((r["pair_id"], r["judge"], r["verdict"]) for r in got) == [
         ("p0", "human:ann", "correct"),
         ("p1", "human:bob", "critical_error"),
         ("p2", "human:ann", "minor_error"),
     ]
-    with pytest.raises(ValueError, match="exactly one of store_url and parquet"):
-        HumanSourceConfig(store_url=url, parquet="x.parquet")
+    with pytest.raises(ValueError, match="review export --kind judgment"):
+        HumanSourceConfig(store_url=url)
 
 
 def test_human_source_keeps_human_rows_and_names_missing_columns(tmp_path):

@@ -20,7 +20,8 @@ from PIL import Image
 
 from editcaption.engines import EngineResult
 from editcaption.engines.openai_engine import OpenAIChatClient
-from editcaption.synthesis.job import SynthesisConfig, caption_expand, make_candidate
+from editcaption.prompts.instruction import caption_expand, make_candidate
+from editcaption.synthesis.config import SynthesisConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "synthesis-glm-api.yaml"
 

@@ -11,7 +11,7 @@ import pytest
 
 from editcaption.config import load_config
 from editcaption.synthesis.caption import CaptionJobConfig
-from editcaption.synthesis.job import SynthesisConfig
+from editcaption.synthesis.config import SynthesisConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(

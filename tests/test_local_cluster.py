@@ -19,7 +19,7 @@ from editcaption.config import load_config
 from editcaption.engines import OpenAIEngineConfig, TransformersEngineConfig, VLLMEngineConfig, make_engine
 from editcaption.evaluation.job import EvalConfig
 from editcaption.local_cluster import MARKER_ENV, LocalCluster
-from editcaption.synthesis.job import SynthesisConfig
+from editcaption.synthesis.config import SynthesisConfig
 from editcaption.training.sft import SFTJobConfig
 
 ROOT = Path(__file__).resolve().parents[1]

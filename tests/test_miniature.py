@@ -33,8 +33,8 @@ from editcaption.demo.world_models import (
 )
 from editcaption.prompts.editscore import parse_score_reply, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages
+from editcaption.prompts.scoring import aggregate_editscore
 from editcaption.schema import Score
-from editcaption.synthesis.editscore import aggregate_editscore
 
 
 @pytest.fixture(scope="module")

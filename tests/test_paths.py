@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from editcaption.cli import app
 from editcaption.config import ConfigError, load_config, set_overrides
 from editcaption.paths import PathError, resolve_config_paths, resolve_model, resolved_paths
-from editcaption.synthesis.job import SynthesisConfig
+from editcaption.synthesis.config import SynthesisConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIATURE = "editcaption/data/miniature/annotator"  # relative to the repo root

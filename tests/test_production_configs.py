@@ -108,7 +108,8 @@ def _check_synthesis(summary: dict[str, Any], out: Path, candidates_per_pair: in
 def test_synthesis_glm45v_editscore(tmp_path: Path, pairs: Path, tiny_family_model, tiny_model: Path):
     """GLM-4.5V (Glm4vMoe, thinking on as shipped) writes 4 candidates per pair on vLLM; EditScore's
     Qwen3-VL-8B variant (Qwen3-VL) scores them with the upstream protocol on its own vLLM engine."""
-    from editcaption.synthesis.job import SynthesisConfig, run_synthesis
+    from editcaption.synthesis.config import SynthesisConfig
+    from editcaption.synthesis.job import run_synthesis
 
     glm = tiny_family_model("glm4.5v")
     sets = [
@@ -140,7 +141,8 @@ def test_synthesis_glm45v_editscore(tmp_path: Path, pairs: Path, tiny_family_mod
 def test_synthesis_glm_api(tmp_path: Path, pairs: Path, tiny_model: Path):
     """GLM through its API (the stand-in: thinking on, answer boxed, reasoning in reasoning_content);
     EditScore on vLLM. The boxed answer, without box tokens, is every candidate's instruction."""
-    from editcaption.synthesis.job import SynthesisConfig, run_synthesis
+    from editcaption.synthesis.config import SynthesisConfig
+    from editcaption.synthesis.job import run_synthesis
 
     with serve_standin(GLMStandIn) as url:
         sets = [

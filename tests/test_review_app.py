@@ -17,13 +17,13 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from review_servers import running_app, write_review_queue
 from typer.testing import CliRunner
 
 from editcaption.cli import app as cli
 from editcaption.review.app import ReviewAppConfig
 from editcaption.review.exports import item_images
 from editcaption.review.store import NewItem, Store
-from editcaption.review.testing import running_app, write_review_queue
 
 pytestmark = pytest.mark.slow  # every test here talks to the app served by uvicorn
 PAIRS = 6

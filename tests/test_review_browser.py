@@ -17,11 +17,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from review_servers import running_app, write_review_queue
 
 from editcaption.review.app import ReviewAppConfig
 from editcaption.review.importers import import_tasks
 from editcaption.review.store import Store
-from editcaption.review.testing import running_app, write_review_queue
 
 CHROMIUM_ARGS = [
     "--headless",

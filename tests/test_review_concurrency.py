@@ -14,10 +14,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from argon2 import PasswordHasher
+from review_servers import local_postgres, serve_process
 
 from editcaption.review.exports import export, judgments
 from editcaption.review.store import NewItem, Store
-from editcaption.review.testing import local_postgres, serve_process
 from editcaption.schema import VERDICTS
 
 ANNOTATORS = 8

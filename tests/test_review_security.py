@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from review_servers import running_app, write_review_queue
 from typer.testing import CliRunner
 
 from editcaption.cli import app as cli
 from editcaption.review.app import COOKIE, ReviewAppConfig
 from editcaption.review.cli import parse_since
 from editcaption.review.store import LoginLimits, Store
-from editcaption.review.testing import running_app, write_review_queue
 
 pytestmark = pytest.mark.slow  # servers on loopback
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # argon2 at a test-friendly cost

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
+from review_servers import local_postgres
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -17,7 +18,6 @@ from editcaption.review.exports import judgments
 from editcaption.review.seed import seed_judgments
 from editcaption.review.store import LoginLimits, NewItem, NotYours, Store, StoreError
 from editcaption.review.tasks import BadResult
-from editcaption.review.testing import local_postgres
 from editcaption.schema import Judgment
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # argon2, at a test-friendly cost
@@ -151,7 +151,7 @@ def test_preference_majority_agreement_and_ties(store_url: str) -> None:
 
 
 def test_stats_agreement_and_rates(store_url: str) -> None:
-    from editcaption.evaluation.metrics import cohen_kappa
+    from editcaption.agreement import cohen_kappa
     from editcaption.review.stats import review_stats
 
     a = ["correct", "correct", "minor_error", "critical_error"]
@@ -192,9 +192,9 @@ def test_import_from_review_queue(tmp_path: Path) -> None:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from review_servers import write_review_queue
 
     from editcaption.review.importers import import_tasks
-    from editcaption.review.testing import write_review_queue
 
     queue = write_review_queue(tmp_path / "run" / "review_queue.parquet", 3)
     rows = pq.read_table(queue).to_pylist()

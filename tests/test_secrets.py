@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 import pytest
 from planted_secrets import DB_PASSWORD, PLANTED_ENV, SECRETS, find_secrets, searched_files
 from ray_sessions import kill_ray_session
+from review_servers import local_postgres, running_app
 from typer.testing import CliRunner
 
 from editcaption.cli import app as cli
 from editcaption.review.app import ReviewAppConfig
 from editcaption.review.seed import seed_judgments
-from editcaption.review.testing import local_postgres, running_app
 from editcaption.schema import Judgment
 
 pytestmark = pytest.mark.slow
@@ -115,7 +115,8 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
 
     from editcaption.evaluation.job import EvalConfig, evaluate
     from editcaption.ray_setup import init_ray
-    from editcaption.synthesis.job import SynthesisConfig, run_synthesis
+    from editcaption.synthesis.config import SynthesisConfig
+    from editcaption.synthesis.job import run_synthesis
 
     caplog.set_level("DEBUG")
     for name, value in PLANTED_ENV.items():
@@ -155,6 +156,10 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
                          judge="human:ann", verdict="correct", error_types=[])
                 for p in pairs.iterdir()
             ])  # fmt: skip
+            judgments = tmp_path / "review" / "judgments.parquet"  # eval reads the export, not the store
+            shown.append(
+                _cli("review", "export", "--store", store, "--kind", "judgment", "--out", str(judgments))
+            )
             evaluation = EvalConfig.model_validate(
                 {
                     "captioners": [
@@ -162,7 +167,7 @@ def test_no_planted_secret_in_any_output_log_or_job_metadata(
                         {"name": "api", "engine": echo, "sampling": {"max_tokens": 4}},
                     ],
                     "benchmarks": [{"name": "secrets", "format": "eval-n", "uri": str(pairs)}],
-                    "human": {"store_url": store},
+                    "human": {"parquet": str(judgments)},
                     "output": str(tmp_path / "eval"),
                 }
             )

@@ -22,18 +22,9 @@ from ray_sessions import kill_ray_session
 
 from editcaption.demo.retrain import COMMITTED
 from editcaption.engines import EngineResult
-from editcaption.synthesis.editscore import EditScoreConfig
-from editcaption.synthesis.job import (
-    ChecksConfig,
-    FilterConfig,
-    SynthesisConfig,
-    apply_check_flags,
-    caption_merge,
-    decide,
-    run_synthesis,
-    score_expand,
-    score_merge,
-)
+from editcaption.prompts.scoring import EditScoreConfig, score_expand, score_merge
+from editcaption.synthesis.config import ChecksConfig, FilterConfig, SynthesisConfig
+from editcaption.synthesis.job import apply_check_flags, caption_merge, decide, run_synthesis
 from editcaption.synthesis.route import RoutingConfig
 
 # The committed miniature annotator: trained, so it ends its replies and they parse as instructions. The

@@ -16,8 +16,8 @@ from PIL import Image
 from editcaption.demo.world import WorldPair, images
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages, parse_instruction
+from editcaption.prompts.scoring import aggregate_editscore
 from editcaption.schema import ERROR_TYPES, Score
-from editcaption.synthesis.editscore import aggregate_editscore
 
 Question = tuple[list[dict[str, Any]], list[Image.Image]]  # chat messages and their images
 

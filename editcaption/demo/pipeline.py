@@ -35,7 +35,7 @@ from editcaption.demo.records import png_pair, preference_records, write_records
 from editcaption.demo.world import WorldPair, mirrored, split_pairs
 from editcaption.redaction import redact
 from editcaption.schema import ERROR_TYPES, PreferencePair, Score, SFTRecord
-from editcaption.synthesis.job import FilterConfig
+from editcaption.synthesis.config import FilterConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority, select_for_review
 
 log = logging.getLogger(__name__)

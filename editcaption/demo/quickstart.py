@@ -219,7 +219,7 @@ def run_quickstart(
     from editcaption.config import load_config
     from editcaption.paths import resolve_config_paths
     from editcaption.progress import run_synthesis_job
-    from editcaption.synthesis.job import SynthesisConfig
+    from editcaption.synthesis.config import SynthesisConfig
 
     cfg = load_config(config, SynthesisConfig, {"output": output})
     shown = cfg.output  # as typed, so the printed commands can be pasted

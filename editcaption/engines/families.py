@@ -26,11 +26,17 @@ plain family, which changes nothing.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from editcaption.engines.base import EngineConfigBase, SamplingSettings
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -128,3 +134,18 @@ def merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     """`overrides` over `defaults`; an override of None removes that key."""
     out = {**defaults, **overrides}
     return {k: v for k, v in out.items() if v is not None}
+
+
+def warn_if_reasoning_is_cut(engine: EngineConfigBase, sampling: SamplingSettings, role: str) -> None:
+    """Warn when a reasoning model's reply budget is below its family's: its reasoning would use up
+    `max_tokens` and every reply would end `truncated`. `role` names the engine in the message."""
+    budget = engine.model_family().reasoning_max_tokens
+    if engine.reasons() and budget and sampling.max_tokens < budget:
+        _log.warning(
+            "%s %s reasons before answering: max_tokens %d < %d leaves its replies cut inside the "
+            "reasoning (recorded as truncated); raise max_tokens or switch reasoning off",
+            role,
+            engine.model,
+            sampling.max_tokens,
+            budget,
+        )

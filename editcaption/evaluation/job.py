@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from editcaption.evaluation.benchmarks import BenchmarkConfig, read_benchmark
 from editcaption.evaluation.captioning import CaptionerConfig, EvalChecksConfig, caption_expand, caption_merge
@@ -29,29 +29,33 @@ from editcaption.evaluation.summaries import caption_cells, comparison_cells, pa
 from editcaption.images import ImagePolicy
 from editcaption.io.fs import open_fs
 from editcaption.io.pairs import TASK_CPUS
-from editcaption.paths import OptionalInputPath, OutputPath
+from editcaption.paths import InputPath, OutputPath
 from editcaption.prompts.instruction import PROMPT_VERSION
 from editcaption.prompts.judge import DIMENSIONS, JUDGE_PROMPT_VERSION
 from editcaption.schema import Judgment
 
 
 class HumanSourceConfig(BaseModel):
-    """Where human verdicts come from: the review app's store, or a Judgment Parquet (file or folder)
-    as the review app exports it. Only rows with `judge: human:<annotator>` are read."""
+    """Human verdicts, read from the review stage's judgment export: `editcaption review export --kind
+    judgment --store URL [--project P] --out judgments.parquet` writes `schema.Judgment` records. Only
+    rows with `judge: human:<annotator>` are read; the eval never opens the review database."""
 
     model_config = ConfigDict(extra="forbid")
 
-    store_url: str | None = Field(
-        None, description="The review store's database URL (sqlite:///…, postgresql://…), read directly."
+    parquet: InputPath = Field(
+        description="Path or URI of the exported Judgment Parquet file, or of a folder of such files."
     )
-    project: str | None = Field(None, description="Only this review project's verdicts; None = all.")
-    parquet: OptionalInputPath = Field(None, description="Path or URI of a Judgment Parquet file or folder.")
 
-    @model_validator(mode="after")
-    def _one_source(self) -> HumanSourceConfig:
-        if (self.store_url is None) == (self.parquet is None):
-            raise ValueError("give exactly one of store_url and parquet")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _read_through_the_export(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"store_url", "project"} & set(data):
+            raise ValueError(
+                "human verdicts are read from the review export, not the review database: run `editcaption "
+                "review export --kind judgment --store URL [--project P] --out judgments.parquet` and give "
+                "`human: {parquet: judgments.parquet}`"
+            )
+        return data
 
 
 class PublishedRow(BaseModel):
@@ -278,27 +282,33 @@ def collect(rows: Any, config: EvalConfig) -> tuple[dict[str, list[dict[str, Any
 
 
 def read_human_judgments(source: HumanSourceConfig) -> list[dict[str, Any]]:
-    """The human rows (`judge` starting with `human:`) of the source, validated later by `summarise`."""
-    if source.store_url is not None:
-        from editcaption.review.exports import judgments
-
-        return [
-            j.to_row() for j in judgments(source.store_url, source.project) if j.judge.startswith("human:")
-        ]
+    """The human rows (`judge` starting with `human:`) of the exported Judgment file(s), each checked
+    against the `Judgment` record; a file that is not one says which column or row is wrong."""
     fs, path = open_fs(source.parquet)
     if not fs.exists(path):
         raise ValueError(f"human judgments: {source.parquet} does not exist")
+    if path.endswith(".jsonl"):
+        raise ValueError(
+            f"human judgments: {source.parquet} is JSON lines; export them as Parquet (`--out ….parquet`)"
+        )
     files = sorted(p for p in fs.find(path) if p.endswith(".parquet")) if fs.isdir(path) else [path]
+    required = {name for name, field in Judgment.model_fields.items() if field.is_required()}
     rows: list[dict[str, Any]] = []
     for file in files:
         with fs.open(file, "rb") as f:
             table = pq.read_table(f)
-        missing = {"pair_id", "instruction", "model", "benchmark", "judge", "verdict"} - set(
-            table.column_names
-        )
+        missing = required - set(table.column_names)
         if missing:
             raise ValueError(f"human judgments: {file} lacks the Judgment column(s) {sorted(missing)}")
-        rows += [r for r in table.to_pylist() if str(r["judge"]).startswith("human:")]
+        for i, row in enumerate(table.to_pylist()):
+            if not str(row["judge"]).startswith("human:"):
+                continue
+            try:  # other columns (an eval's own judgments.parquet has more) are left out
+                rows.append(
+                    Judgment.model_validate({k: row[k] for k in Judgment.model_fields if k in row}).to_row()
+                )
+            except ValidationError as exc:
+                raise ValueError(f"human judgments: {file} row {i} is not a Judgment: {exc}") from exc
     return rows
 
 
@@ -313,7 +323,7 @@ def _write_tables(tables: dict[str, list[dict[str, Any]]], out: str) -> None:
 def warn_if_reasoning_is_cut_in(config: EvalConfig) -> None:
     """Warn for each captioner and the judge whose reasoning family's reply budget is larger than its
     `max_tokens` (its replies would end `truncated`, captions unparsed and judgments missing)."""
-    from editcaption.synthesis.job import warn_if_reasoning_is_cut
+    from editcaption.engines.families import warn_if_reasoning_is_cut
 
     for cap in config.captioners:
         warn_if_reasoning_is_cut(cap.engine, cap.sampling, f"captioner {cap.name}")

@@ -400,7 +400,7 @@ def plan_config(path: str | Path) -> Plan:
 def _config_models() -> dict[str, type]:
     from editcaption.evaluation.job import EvalConfig
     from editcaption.synthesis.caption import CaptionJobConfig
-    from editcaption.synthesis.job import SynthesisConfig
+    from editcaption.synthesis.config import SynthesisConfig
     from editcaption.training.dpo import DPOJobConfig
     from editcaption.training.sft import SFTJobConfig
 

@@ -1,4 +1,5 @@
-"""The instruction-synthesis prompt and its parser.
+"""The instruction-synthesis prompt, its requests (`caption_expand`) and its parser (`read_instruction`,
+`make_candidate`), shared by synthesis and serving.
 
 The prompt targets the three ways VLMs get edit instructions wrong: orientation (left/right flips),
 viewpoint (whose left; camera vs object motion) and attributes (what exactly changed). Bump
@@ -12,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from editcaption.engines.base import EngineRequest, EngineResult, SamplingSettings
 from editcaption.prompts.answer import AnswerError, ReplyLike, extract_answer
+from editcaption.schema import Candidate
 
 PROMPT_VERSION = "instruction-v1"
 
@@ -81,3 +84,40 @@ def read_instruction(reply: str | ReplyLike | None, reasoning_in_prompt: bool = 
 def parse_instruction(reply: str | ReplyLike | None, reasoning_in_prompt: bool = False) -> str | None:
     """The instruction in a reply, or None when there is none (`read_instruction` says why)."""
     return read_instruction(reply, reasoning_in_prompt).instruction
+
+
+def caption_expand(row: dict[str, Any], n: int, sampling: SamplingSettings) -> list[EngineRequest]:
+    """`n` instruction requests for a good pair, none for a quarantined one."""
+    if row["quarantine_reason"] is not None:
+        return []
+    return [
+        EngineRequest(
+            request_id=f"{row['pair_id']}:{i}",
+            images=[row["source"], row["target"]],
+            messages=instruction_messages(),
+            sampling=sampling.model_copy(
+                update={"seed": None if sampling.seed is None else sampling.seed + i}
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+def make_candidate(
+    pair_id: str, result: EngineResult, model: str, reasoning_in_prompt: bool = False
+) -> dict[str, Any]:
+    """A Candidate row from the annotator's reply; a reply without an instruction is kept with the reason
+    (`truncated` when max_tokens cut it, often inside its reasoning)."""
+    read = read_instruction(result, reasoning_in_prompt) if result.error is None else None
+    return Candidate(
+        pair_id=pair_id,
+        candidate_id=result.request_id,
+        instruction=None if read is None else read.instruction,
+        raw_text=result.text or "",
+        model=model,
+        prompt_version=PROMPT_VERSION,
+        parsed=read is not None and read.instruction is not None,
+        error=result.error,
+        parse_error=None if read is None else read.error,
+        finish_reason=result.finish_reason,
+    ).to_row()

@@ -236,13 +236,21 @@ def import_cmd(
 
 @app.command("export")
 def export_cmd(
-    kind: Annotated[str, typer.Option("--kind", help="sft (refined, TRL format), preference or judgment.")],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="sft (refined, TRL format), preference or judgment (human verdicts: the Parquet file "
+            "`editcaption eval` reads as `human: {parquet: FILE}`).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output file, .parquet or .jsonl.")],
     store: StoreOpt = DEFAULT_STORE,
     data: DataOpt = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Write the answers as contract records (SFTRecord/TRL, PreferencePair, Judgment)."""
+    """Write the answers as contract records (SFTRecord/TRL, PreferencePair, Judgment): the files the
+    training and eval stages read."""
     from editcaption.review.exports import export
 
     try:

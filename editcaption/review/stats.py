@@ -12,7 +12,7 @@ from collections import defaultdict
 from itertools import combinations
 from typing import Any
 
-from editcaption.evaluation.metrics import (
+from editcaption.agreement import (
     cohen_kappa,
     fleiss_kappa,
     human_eval_rates,

@@ -34,7 +34,8 @@ from ray.serve.handle import DeploymentHandle
 from editcaption.engines.base import EngineRequest, EngineResult, SamplingSettings
 from editcaption.engines.vllm_engine import VLLMEngine
 from editcaption.images import ImagePolicy, ImageRejected, check_pair, decode_image
-from editcaption.prompts.instruction import PROMPT_VERSION
+from editcaption.prompts.instruction import PROMPT_VERSION, caption_expand, make_candidate
+from editcaption.prompts.scoring import score_expand, score_merge
 from editcaption.proxies import client_address, parse_networks
 from editcaption.redaction import redact_text
 from editcaption.serving.config import EngineDeploymentConfig, ServeConfig
@@ -53,7 +54,6 @@ from editcaption.serving.schemas import (
     ModelList,
 )
 from editcaption.serving.security import KeyChecker, KeyQuotas, RequestRefused, fetch_image, key_id
-from editcaption.synthesis.job import caption_expand, make_candidate, score_expand, score_merge
 
 api = FastAPI(
     title="EditCaption captioner",

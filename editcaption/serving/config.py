@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from editcaption.engines.vllm_engine import VLLMEngineConfig
 from editcaption.images import ImagePolicy
+from editcaption.prompts.scoring import EditScoreConfig
 from editcaption.proxies import parse_networks
-from editcaption.synthesis.editscore import EditScoreConfig
 
 MODEL_ENV = "EDITCAPTION_SERVE_MODEL"
 

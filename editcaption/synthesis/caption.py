@@ -16,9 +16,9 @@ from pydantic import Field
 
 from editcaption.config import JobInputs
 from editcaption.engines import EngineConfig, EngineResult, SamplingSettings, make_engine
-from editcaption.prompts.instruction import PROMPT_VERSION
+from editcaption.engines.families import warn_if_reasoning_is_cut
+from editcaption.prompts.instruction import PROMPT_VERSION, caption_expand, make_candidate
 from editcaption.schema import Candidate, QuarantinedPair
-from editcaption.synthesis.job import caption_expand, make_candidate, warn_if_reasoning_is_cut
 
 
 class CaptionJobConfig(JobInputs):

@@ -25,7 +25,7 @@ from editcaption.synthesis.route import select_for_review
 from editcaption.synthesis.shards import iter_committed
 
 if TYPE_CHECKING:
-    from editcaption.synthesis.job import SynthesisConfig
+    from editcaption.synthesis.config import SynthesisConfig
 
 REVIEW_SCHEMA = pa.schema(
     [

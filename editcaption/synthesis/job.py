@@ -14,105 +14,14 @@ import json
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from editcaption.config import JobInputs
-from editcaption.engines import EngineConfig, EngineRequest, EngineResult, SamplingSettings
-from editcaption.prompts.editscore import editscore_messages
-from editcaption.prompts.instruction import PROMPT_VERSION, instruction_messages, read_instruction
-from editcaption.schema import Candidate
-from editcaption.synthesis.editscore import EditScoreConfig, aggregate_editscore, edited_for_scoring
+from editcaption.engines import EngineResult
+from editcaption.engines.families import warn_if_reasoning_is_cut
+from editcaption.prompts.instruction import caption_expand, make_candidate
+from editcaption.prompts.scoring import score_expand, score_merge
+from editcaption.synthesis.config import ChecksConfig, FilterConfig, SynthesisConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority
 
-
-class FilterConfig(BaseModel):
-    """Which best candidates are kept: both thresholds must pass (scores on EditScore's 0-10 scale)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_overall: float = Field(6.0, ge=0, le=10, description="Keep only if overall = sqrt(SC*PQ) >= this.")
-    min_semantic_consistency: float = Field(5.0, ge=0, le=10, description="...and SC >= this.")
-
-
-class ChecksConfig(BaseModel):
-    """Failure-mode checks run on each pair's best candidate (see `editcaption/checks/`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    flip_consistency: bool = Field(
-        False,
-        description="Caption the mirrored pair with the annotator and compare directions: doubles the "
-        "captioning of pairs whose best instruction uses left/right. An inconsistent pair is sent to review.",
-    )
-    viewpoint_lint: bool = Field(True, description="Flag left/right without a frame, camera/object mix-ups.")
-    flip_review_boost: float = Field(
-        10.0, ge=0, description="Added to review priority when flip-inconsistent."
-    )
-    lint_review_boost: float = Field(0.5, ge=0, description="Added to review priority per lint finding kind.")
-    lang: str = Field("en", description="Lexicon language (editcaption/checks/lexicon/<lang>.yaml).")
-
-
-class SynthesisConfig(JobInputs):
-    """The whole Stage 1 job: the pairs to read (see `JobInputs`), both models, thresholds, routing."""
-
-    output: str = Field("runs/synthesis", description="Output folder or URI; rerunning into it resumes.")
-    candidates_per_pair: int = Field(3, ge=1, description="Instructions the annotator writes per pair.")
-    sampling: SamplingSettings = Field(
-        default_factory=lambda: SamplingSettings(max_tokens=160, temperature=0.7, seed=0),
-        description="Annotator sampling; with temperature > 0 candidates differ.",
-    )
-    annotator: EngineConfig
-    scorer: EngineConfig
-    editscore: EditScoreConfig = Field(default_factory=EditScoreConfig)
-    filter: FilterConfig = Field(default_factory=FilterConfig)
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    checks: ChecksConfig = Field(default_factory=ChecksConfig)
-    pairs_per_batch: int | None = Field(
-        None,
-        ge=1,
-        description="Pairs per engine batch and per committed shard; None sizes it from the annotator "
-        "(vLLM: enough pairs for their candidates to fill max_num_seqs once; others 8).",
-    )
-
-
 # ---------------------------------------------------------------- caption stage
-
-
-def caption_expand(row: dict[str, Any], n: int, sampling: SamplingSettings) -> list[EngineRequest]:
-    """`n` instruction requests for a good pair, none for a quarantined one."""
-    if row["quarantine_reason"] is not None:
-        return []
-    return [
-        EngineRequest(
-            request_id=f"{row['pair_id']}:{i}",
-            images=[row["source"], row["target"]],
-            messages=instruction_messages(),
-            sampling=sampling.model_copy(
-                update={"seed": None if sampling.seed is None else sampling.seed + i}
-            ),
-        )
-        for i in range(n)
-    ]
-
-
-def make_candidate(
-    pair_id: str, result: EngineResult, model: str, reasoning_in_prompt: bool = False
-) -> dict[str, Any]:
-    """A Candidate row from the annotator's reply; a reply without an instruction is kept with the reason
-    (`truncated` when max_tokens cut it, often inside its reasoning)."""
-    read = read_instruction(result, reasoning_in_prompt) if result.error is None else None
-    return Candidate(
-        pair_id=pair_id,
-        candidate_id=result.request_id,
-        instruction=None if read is None else read.instruction,
-        raw_text=result.text or "",
-        model=model,
-        prompt_version=PROMPT_VERSION,
-        parsed=read is not None and read.instruction is not None,
-        error=result.error,
-        parse_error=None if read is None else read.error,
-        finish_reason=result.finish_reason,
-    ).to_row()
 
 
 def caption_merge(
@@ -120,71 +29,6 @@ def caption_merge(
 ) -> dict[str, Any]:
     candidates = [make_candidate(row["pair_id"], result, model, reasoning_in_prompt) for result in results]
     return {**row, "candidates": json.dumps(candidates)}
-
-
-# ---------------------------------------------------------------- score stage
-
-
-def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in json.loads(row["candidates"]) if c["parsed"]]
-
-
-def score_expand(
-    row: dict[str, Any], cfg: EditScoreConfig, image_label: str | None = None
-) -> list[EngineRequest]:
-    """Per pass: one semantic-consistency request per parsed candidate, then one perceptual-quality
-    request for the pair (PQ looks at the edited image only, so candidates share it). The prompts are
-    `cfg.prompt`'s variant; `image_label` is the scorer family's text before each image, if any."""
-    candidates = _parsed(row) if row["quarantine_reason"] is None else []
-    if not candidates:
-        return []
-    edited = edited_for_scoring(row["source"], row["target"]) if cfg.resize_to_source else row["target"]
-    requests = []
-    for p in range(cfg.num_pass):
-        for c in candidates:
-            requests.append(
-                EngineRequest(
-                    request_id=f"{c['candidate_id']}:sc{p}",
-                    images=[row["source"], edited],
-                    messages=editscore_messages(
-                        "sc", cfg.prompt, cfg.score_range, c["instruction"], image_label
-                    ),
-                    sampling=cfg.sampling(p),
-                )
-            )
-        requests.append(
-            EngineRequest(
-                request_id=f"{row['pair_id']}:pq{p}",
-                images=[edited],
-                messages=editscore_messages("pq", cfg.prompt, cfg.score_range, image_label=image_label),
-                sampling=cfg.sampling(p),
-            )
-        )
-    return requests
-
-
-def score_merge(
-    row: dict[str, Any],
-    results: list[EngineResult],
-    cfg: EditScoreConfig,
-    scorer: str,
-    reasoning_in_prompt: bool = False,
-) -> dict[str, Any]:
-    candidates = _parsed(row) if results else []
-    stride = len(candidates) + 1
-    scores = []
-    for k, c in enumerate(candidates):
-        sc = [_reply(results[p * stride + k]) for p in range(cfg.num_pass)]
-        pq = [_reply(results[p * stride + stride - 1]) for p in range(cfg.num_pass)]
-        score = aggregate_editscore(
-            row["pair_id"], c["candidate_id"], scorer, sc, pq, cfg.score_range, reasoning_in_prompt
-        )
-        scores.append(score.to_row())
-    return {**row, "scores": json.dumps(scores)}
-
-
-def _reply(result: EngineResult) -> EngineResult | None:
-    return result if result.error is None else None
 
 
 # ---------------------------------------------------------------- decide
@@ -279,23 +123,6 @@ def _outcome(candidate: dict[str, Any], overall: float | None, best: bool, statu
 
 
 # ---------------------------------------------------------------- the job
-
-
-def warn_if_reasoning_is_cut(engine: EngineConfig, sampling: SamplingSettings, role: str) -> None:
-    """Warn when a reasoning model's reply budget is below its family's: its reasoning would use up
-    `max_tokens` and every reply would end `truncated`."""
-    import logging
-
-    budget = engine.model_family().reasoning_max_tokens
-    if engine.reasons() and budget and sampling.max_tokens < budget:
-        logging.getLogger(__name__).warning(
-            "%s %s reasons before answering: max_tokens %d < %d leaves its replies cut inside the "
-            "reasoning (recorded as truncated); raise max_tokens or switch reasoning off",
-            role,
-            engine.model,
-            sampling.max_tokens,
-            budget,
-        )
 
 
 def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:

@@ -12,7 +12,7 @@ rebuilt from `metrics.json` alone. Its shape (every key optional; missing ones d
          "parse_failures": {"verdict": 3, "overall": 3},  # rows without one; left out, never guessed
          "overall": {"n": 397, "mean": 3.91, "ci_low": 3.82, "ci_high": 4.0},  # 1-5, 95% bootstrap
          "overall_histogram": {"1": 10, "1.5": 0, ..., "5": 120},  # half-point bins
-         "verdicts": {"n": 397, "missing": 3,              # as `metrics.human_eval_rates`
+         "verdicts": {"n": 397, "missing": 3,              # as `agreement.human_eval_rates`
                       "counts": {"correct": 250, ...}, "percent": {"correct": 62.97, ...}},
          "error_types": {"orientation": 40, "viewpoint": 12, "attribute": 30, "other": 5},
          "dimensions": {"correctness": {"n": 397, "mean": 4.1, "ci_low": ..., "ci_high": ...}, ...},

@@ -13,14 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from editcaption.evaluation.metrics import (
-    fleiss_kappa,
-    human_eval_rates,
-    judge_human_agreement,
-    mean_ci,
-    percent_agreement,
-    rating_table,
-)
+from editcaption.agreement import fleiss_kappa, human_eval_rates, percent_agreement, rating_table
+from editcaption.evaluation.metrics import judge_human_agreement, mean_ci
 from editcaption.prompts.judge import DIMENSIONS
 from editcaption.schema import ERROR_TYPES, Judgment
 

@@ -1,4 +1,4 @@
-"""Run the review app and a throw-away PostgreSQL locally, for tests and benchmarks.
+"""Run the review app and a throw-away PostgreSQL locally, for tests and `benchmarks/review.py`.
 
 `running_app` serves the app with uvicorn in a background thread on a free loopback port.
 `local_postgres` initialises a cluster in a temp folder and starts it on a free loopback port with
@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -21,13 +20,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from serve_process import free_port
+
 from editcaption.review.app import ReviewAppConfig, create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

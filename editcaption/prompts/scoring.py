@@ -1,4 +1,6 @@
-"""EditScore settings and the aggregation of its replies into one `Score` per candidate.
+"""How a pair's candidates are scored with EditScore: its settings (`EditScoreConfig`), the requests
+(`score_expand`), and the replies folded into one `Score` per candidate (`score_merge`,
+`aggregate_editscore`). Synthesis and serving both score through here.
 
 Each pass asks the scorer two questions (semantic consistency, perceptual quality); the replies are
 parsed by `editcaption.prompts.editscore` and only passes whose two replies both parsed count. Every
@@ -13,14 +15,22 @@ edited image to the source's width and height with Pillow's default filter).
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from editcaption.engines.base import SamplingSettings
+from editcaption.engines.base import EngineRequest, EngineResult, SamplingSettings
 from editcaption.images import ImagePolicy, ImageRejected, decode_image, encode_png
 from editcaption.prompts.answer import ReplyLike
-from editcaption.prompts.editscore import PQ_FIELDS, SC_FIELDS, EditScorePrompt, parse_score_reply
+from editcaption.prompts.editscore import (
+    PQ_FIELDS,
+    SC_FIELDS,
+    EditScorePrompt,
+    editscore_messages,
+    parse_score_reply,
+)
 from editcaption.schema import Score
 
 
@@ -76,6 +86,68 @@ def edited_for_scoring(source: bytes, edited: bytes) -> bytes:
     if out.size == src.size:
         return edited
     return encode_png(out.resize(src.size))
+
+
+def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in json.loads(row["candidates"]) if c["parsed"]]
+
+
+def score_expand(
+    row: dict[str, Any], cfg: EditScoreConfig, image_label: str | None = None
+) -> list[EngineRequest]:
+    """Per pass: one semantic-consistency request per parsed candidate, then one perceptual-quality
+    request for the pair (PQ looks at the edited image only, so candidates share it). The prompts are
+    `cfg.prompt`'s variant; `image_label` is the scorer family's text before each image, if any."""
+    candidates = _parsed(row) if row["quarantine_reason"] is None else []
+    if not candidates:
+        return []
+    edited = edited_for_scoring(row["source"], row["target"]) if cfg.resize_to_source else row["target"]
+    requests = []
+    for p in range(cfg.num_pass):
+        for c in candidates:
+            requests.append(
+                EngineRequest(
+                    request_id=f"{c['candidate_id']}:sc{p}",
+                    images=[row["source"], edited],
+                    messages=editscore_messages(
+                        "sc", cfg.prompt, cfg.score_range, c["instruction"], image_label
+                    ),
+                    sampling=cfg.sampling(p),
+                )
+            )
+        requests.append(
+            EngineRequest(
+                request_id=f"{row['pair_id']}:pq{p}",
+                images=[edited],
+                messages=editscore_messages("pq", cfg.prompt, cfg.score_range, image_label=image_label),
+                sampling=cfg.sampling(p),
+            )
+        )
+    return requests
+
+
+def score_merge(
+    row: dict[str, Any],
+    results: list[EngineResult],
+    cfg: EditScoreConfig,
+    scorer: str,
+    reasoning_in_prompt: bool = False,
+) -> dict[str, Any]:
+    candidates = _parsed(row) if results else []
+    stride = len(candidates) + 1
+    scores = []
+    for k, c in enumerate(candidates):
+        sc = [_reply(results[p * stride + k]) for p in range(cfg.num_pass)]
+        pq = [_reply(results[p * stride + stride - 1]) for p in range(cfg.num_pass)]
+        score = aggregate_editscore(
+            row["pair_id"], c["candidate_id"], scorer, sc, pq, cfg.score_range, reasoning_in_prompt
+        )
+        scores.append(score.to_row())
+    return {**row, "scores": json.dumps(scores)}
+
+
+def _reply(result: EngineResult) -> EngineResult | None:
+    return result if result.error is None else None
 
 
 def aggregate_editscore(

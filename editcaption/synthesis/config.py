@@ -1,0 +1,64 @@
+"""The synthesis job's configs: the whole Stage 1 job (`SynthesisConfig`) and its filter and checks.
+
+They live apart from the job so that `job.py` (the pipeline) and `finalize.py` (the outputs) both read
+them without importing each other.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from editcaption.config import JobInputs
+from editcaption.engines import EngineConfig, SamplingSettings
+from editcaption.prompts.scoring import EditScoreConfig
+from editcaption.synthesis.route import RoutingConfig
+
+
+class FilterConfig(BaseModel):
+    """Which best candidates are kept: both thresholds must pass (scores on EditScore's 0-10 scale)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_overall: float = Field(6.0, ge=0, le=10, description="Keep only if overall = sqrt(SC*PQ) >= this.")
+    min_semantic_consistency: float = Field(5.0, ge=0, le=10, description="...and SC >= this.")
+
+
+class ChecksConfig(BaseModel):
+    """Failure-mode checks run on each pair's best candidate (see `editcaption/checks/`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flip_consistency: bool = Field(
+        False,
+        description="Caption the mirrored pair with the annotator and compare directions: doubles the "
+        "captioning of pairs whose best instruction uses left/right. An inconsistent pair is sent to review.",
+    )
+    viewpoint_lint: bool = Field(True, description="Flag left/right without a frame, camera/object mix-ups.")
+    flip_review_boost: float = Field(
+        10.0, ge=0, description="Added to review priority when flip-inconsistent."
+    )
+    lint_review_boost: float = Field(0.5, ge=0, description="Added to review priority per lint finding kind.")
+    lang: str = Field("en", description="Lexicon language (editcaption/checks/lexicon/<lang>.yaml).")
+
+
+class SynthesisConfig(JobInputs):
+    """The whole Stage 1 job: the pairs to read (see `JobInputs`), both models, thresholds, routing."""
+
+    output: str = Field("runs/synthesis", description="Output folder or URI; rerunning into it resumes.")
+    candidates_per_pair: int = Field(3, ge=1, description="Instructions the annotator writes per pair.")
+    sampling: SamplingSettings = Field(
+        default_factory=lambda: SamplingSettings(max_tokens=160, temperature=0.7, seed=0),
+        description="Annotator sampling; with temperature > 0 candidates differ.",
+    )
+    annotator: EngineConfig
+    scorer: EngineConfig
+    editscore: EditScoreConfig = Field(default_factory=EditScoreConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    pairs_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs per engine batch and per committed shard; None sizes it from the annotator "
+        "(vLLM: enough pairs for their candidates to fill max_num_seqs once; others 8).",
+    )
