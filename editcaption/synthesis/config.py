@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from editcaption.checks.config import ChecksConfig as SharedChecksConfig
 from editcaption.config import JobInputs
 from editcaption.engines import EngineConfig, SamplingSettings
 from editcaption.prompts.scoring import EditScoreConfig
@@ -23,22 +24,14 @@ class FilterConfig(BaseModel):
     min_semantic_consistency: float = Field(5.0, ge=0, le=10, description="...and SC >= this.")
 
 
-class ChecksConfig(BaseModel):
-    """Failure-mode checks run on each pair's best candidate (see `editcaption/checks/`)."""
+class ChecksConfig(SharedChecksConfig):
+    """The shared checks on each pair's best candidate, plus how their findings raise review priority:
+    a flip-inconsistent pair is sent to review."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    flip_consistency: bool = Field(
-        False,
-        description="Caption the mirrored pair with the annotator and compare directions: doubles the "
-        "captioning of pairs whose best instruction uses left/right. An inconsistent pair is sent to review.",
-    )
-    viewpoint_lint: bool = Field(True, description="Flag left/right without a frame, camera/object mix-ups.")
     flip_review_boost: float = Field(
         10.0, ge=0, description="Added to review priority when flip-inconsistent."
     )
     lint_review_boost: float = Field(0.5, ge=0, description="Added to review priority per lint finding kind.")
-    lang: str = Field("en", description="Lexicon language (editcaption/checks/lexicon/<lang>.yaml).")
 
 
 class SynthesisConfig(JobInputs):
