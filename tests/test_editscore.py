@@ -333,3 +333,17 @@ def test_edited_image_is_resized_to_the_source_size_before_scoring() -> None:
     assert "Editing instruction: Make it blue." in _text(sc.messages)
     as_is = score_expand(row, EditScoreConfig(resize_to_source=False))
     assert as_is[0].images[-1] == edited
+
+
+def test_best_score_takes_the_highest_overall_then_semantic_consistency() -> None:
+    from editcaption.prompts.scoring import best_score
+
+    rows = [
+        {"candidate_id": "a", "overall": 7.0, "semantic_consistency": 6.0},
+        {"candidate_id": "b", "overall": 7.0, "semantic_consistency": 8.0},
+        {"candidate_id": "c", "overall": None, "semantic_consistency": None},
+        {"candidate_id": "d", "overall": 6.9, "semantic_consistency": 10.0},
+    ]
+    assert best_score(rows)["candidate_id"] == "b"
+    assert best_score(rows[:1] + rows[2:])["candidate_id"] == "a"
+    assert best_score([rows[2]]) is None and best_score([]) is None

@@ -88,6 +88,13 @@ def edited_for_scoring(source: bytes, edited: bytes) -> bytes:
     return encode_png(out.resize(src.size))
 
 
+def best_score(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best candidate's score row: highest overall, ties broken by semantic consistency; None when
+    no candidate's replies parsed. The one rule synthesis's filter and Serve's `instruction` both use."""
+    scored = [s for s in scores if s.get("overall") is not None]
+    return max(scored, key=lambda s: (s["overall"], s["semantic_consistency"] or 0.0), default=None)
+
+
 def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in json.loads(row["candidates"]) if c["parsed"]]
 

@@ -17,7 +17,7 @@ from typing import Any
 from editcaption.engines import EngineResult
 from editcaption.engines.families import warn_if_reasoning_is_cut
 from editcaption.prompts.instruction import caption_expand, make_candidate
-from editcaption.prompts.scoring import score_expand, score_merge
+from editcaption.prompts.scoring import best_score, score_expand, score_merge
 from editcaption.synthesis.config import ChecksConfig, FilterConfig, SynthesisConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority
 
@@ -51,8 +51,7 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
         return out
     candidates = {c["candidate_id"]: c for c in json.loads(row["candidates"])}
     scores = json.loads(row["scores"])
-    scored = [s for s in scores if s["overall"] is not None]
-    best = max(scored, key=lambda s: (s["overall"], s["semantic_consistency"]), default=None)
+    best = best_score(scores)
     if best is None:
         reason = "no parsed candidate" if not scores else "no candidate's EditScore replies parsed"
         out.update(status="filtered", filter_reason=reason)
