@@ -22,7 +22,7 @@ from PIL import ImageOps
 from editcaption.checks.directions import direction_words, load_lexicon, swap_directions, tokenize
 from editcaption.engines.base import Engine, EngineRequest, EngineResult, SamplingSettings
 from editcaption.images import ImagePolicy, ImageRejected, decode_image, encode_png
-from editcaption.prompts.instruction import instruction_messages, parse_instruction
+from editcaption.prompts.instruction import instruction_request, parse_instruction
 
 if TYPE_CHECKING:
     import ray.data
@@ -214,14 +214,7 @@ def flip_expand(
         return []
     sampling = sampling or SamplingSettings()
     return [
-        EngineRequest(
-            request_id=f"{item.key}:mirror",
-            images=[source, target],
-            messages=instruction_messages(),
-            sampling=sampling.model_copy(
-                update={"seed": None if sampling.seed is None else sampling.seed + item.seed_offset}
-            ),
-        )
+        instruction_request(f"{item.key}:mirror", source, target, sampling, seed_offset=item.seed_offset)
         for item in applicable
     ]
 

@@ -20,7 +20,7 @@ from editcaption.checks.flip import flip_applicable, flip_verdict, mirror_pair
 from editcaption.checks.viewpoint import lint_viewpoint
 from editcaption.engines import EngineConfig, EngineRequest, EngineResult, SamplingSettings
 from editcaption.images import ImageRejected
-from editcaption.prompts.instruction import instruction_messages, parse_instruction
+from editcaption.prompts.instruction import instruction_request, parse_instruction
 
 
 class CaptionerConfig(BaseModel):
@@ -52,27 +52,13 @@ def caption_expand(
     """The caption request for a good pair (and its mirrored twin when flip is on); none if quarantined."""
     if row["quarantine_reason"] is not None:
         return []
-    requests = [
-        EngineRequest(
-            request_id=f"{row['pair_id']}:{name}",
-            images=[row["source"], row["target"]],
-            messages=instruction_messages(),
-            sampling=sampling,
-        )
-    ]
+    requests = [instruction_request(f"{row['pair_id']}:{name}", row["source"], row["target"], sampling)]
     if flip:
         try:
             mirrored = mirror_pair(bytes(row["source"]), bytes(row["target"]))
         except ImageRejected:
             return requests
-        requests.append(
-            EngineRequest(
-                request_id=f"{row['pair_id']}:{name}:mirror",
-                images=list(mirrored),
-                messages=instruction_messages(),
-                sampling=sampling,
-            )
-        )
+        requests.append(instruction_request(f"{row['pair_id']}:{name}:mirror", *mirrored, sampling))
     return requests
 
 

@@ -86,19 +86,26 @@ def parse_instruction(reply: str | ReplyLike | None, reasoning_in_prompt: bool =
     return read_instruction(reply, reasoning_in_prompt).instruction
 
 
+def instruction_request(
+    request_id: str, source: bytes, target: bytes, sampling: SamplingSettings, seed_offset: int = 0
+) -> EngineRequest:
+    """The captioning request for one (source, target) pair: the instruction prompt with both images.
+    `seed_offset` gives each of several samples of one pair its own seed (when the sampling has one)."""
+    seed = None if sampling.seed is None else sampling.seed + seed_offset
+    return EngineRequest(
+        request_id=request_id,
+        images=[source, target],
+        messages=instruction_messages(),
+        sampling=sampling.model_copy(update={"seed": seed}) if seed_offset else sampling,
+    )
+
+
 def caption_expand(row: dict[str, Any], n: int, sampling: SamplingSettings) -> list[EngineRequest]:
     """`n` instruction requests for a good pair, none for a quarantined one."""
     if row["quarantine_reason"] is not None:
         return []
     return [
-        EngineRequest(
-            request_id=f"{row['pair_id']}:{i}",
-            images=[row["source"], row["target"]],
-            messages=instruction_messages(),
-            sampling=sampling.model_copy(
-                update={"seed": None if sampling.seed is None else sampling.seed + i}
-            ),
-        )
+        instruction_request(f"{row['pair_id']}:{i}", row["source"], row["target"], sampling, seed_offset=i)
         for i in range(n)
     ]
 
