@@ -174,6 +174,36 @@ class Judgment(Record):
     overall: float | None = Field(default=None, description="1-5, None for human verdicts without a score.")
 
 
+class ReviewQueueRow(Record):
+    """A pair the synthesis job routed to people (`review_queue.parquet`), highest priority first: what
+    `review import` reads. `candidates` and `scores` hold the pair's Candidate and Score rows as JSON."""
+
+    pair_id: str
+    source: bytes
+    target: bytes
+    status: str | None = None
+    review_priority: float | None = None
+    review_reasons: list[str] | None = None
+    flip_verdict: str | None = None
+    flip_reason: str | None = None
+    best_candidate_id: str | None = None
+    best_instruction: str | None = None
+    best_overall: float | None = None
+    reference_instruction: str | None = None
+    candidates: str | None = None
+    scores: str | None = None
+
+
+class FilteredPair(Record):
+    """A pair whose best candidate the filter dropped (`filtered.parquet`), with the reason."""
+
+    pair_id: str
+    best_candidate_id: str | None = None
+    best_overall: float | None = None
+    best_semantic_consistency: float | None = None
+    filter_reason: str | None = None
+
+
 def pair_id_for(source: bytes, target: bytes) -> str:
     """Stable id from both images' bytes, so reruns on the same data key to the same rows."""
     digest = hashlib.sha256()

@@ -19,7 +19,7 @@ from editcaption.checks.flip import flip_consistency_rate
 from editcaption.io.exports import write_sharegpt, write_trl_parquet
 from editcaption.io.fs import open_fs
 from editcaption.redaction import redact
-from editcaption.schema import Candidate, QuarantinedPair, Score, SFTRecord
+from editcaption.schema import Candidate, FilteredPair, QuarantinedPair, ReviewQueueRow, Score, SFTRecord
 from editcaption.synthesis.report import write_report
 from editcaption.synthesis.route import select_for_review
 from editcaption.synthesis.shards import iter_committed
@@ -27,33 +27,8 @@ from editcaption.synthesis.shards import iter_committed
 if TYPE_CHECKING:
     from editcaption.synthesis.config import SynthesisConfig
 
-REVIEW_SCHEMA = pa.schema(
-    [
-        ("pair_id", pa.string()),
-        ("source", pa.binary()),
-        ("target", pa.binary()),
-        ("status", pa.string()),
-        ("review_priority", pa.float64()),
-        ("review_reasons", pa.list_(pa.string())),
-        ("flip_verdict", pa.string()),
-        ("flip_reason", pa.string()),
-        ("best_candidate_id", pa.string()),
-        ("best_instruction", pa.string()),
-        ("best_overall", pa.float64()),
-        ("reference_instruction", pa.string()),
-        ("candidates", pa.string()),
-        ("scores", pa.string()),
-    ]
-)
-FILTERED_SCHEMA = pa.schema(
-    [
-        ("pair_id", pa.string()),
-        ("best_candidate_id", pa.string()),
-        ("best_overall", pa.float64()),
-        ("best_semantic_consistency", pa.float64()),
-        ("filter_reason", pa.string()),
-    ]
-)
+REVIEW_SCHEMA = ReviewQueueRow.arrow_schema()
+FILTERED_SCHEMA = FilteredPair.arrow_schema()
 _LIGHT = [
     "pair_id",
     "status",
