@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -73,42 +74,72 @@ def _read_rows(fs: Any, path: str, columns: list[str]) -> Any:
             yield from batch.to_pylist()
 
 
-def finalize(
-    config: SynthesisConfig, resumed_pairs: int = 0, pipeline_seconds: float | None = None
-) -> dict[str, Any]:
-    """Write every output and `summary.json` + `report.md`; return the summary."""
-    fs, out = open_fs(config.output)
-    shards = posixpath.join(config.output.rstrip("/"), "pairs")
+@dataclass
+class _Tally:
+    """Pass 1 over the committed pairs: counts, score distributions and review priorities."""
 
-    # Pass 1: counts, score distributions, and the review ranking.
-    status: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    priorities: list[tuple[str, float]] = []
-    overall, sc, pq_scores, unparsed_scores = [], [], [], 0
-    flips: list[str] = []
-    lint: Counter[str] = Counter()
-    stage_seconds = dict.fromkeys(_STAGES, 0.0)
+    status: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    priorities: list[tuple[str, float]] = field(default_factory=list)
+    overall: list[float] = field(default_factory=list)
+    sc: list[float] = field(default_factory=list)
+    pq: list[float] = field(default_factory=list)
+    unparsed_scores: int = 0
+    flips: list[str] = field(default_factory=list)
+    lint: Counter[str] = field(default_factory=Counter)
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_STAGES, 0.0))
+
+
+def _tally(shards: str) -> _Tally:
+    t = _Tally()
     for row in iter_committed(shards, columns=_LIGHT + list(_STAGES.values())):
         for stage, column in _STAGES.items():
-            stage_seconds[stage] += row[column] or 0.0
-        status[row["status"]] += 1
+            t.stage_seconds[stage] += row[column] or 0.0
+        t.status[row["status"]] += 1
         if row["status"] == "quarantined":
-            reasons[row["quarantine_reason"]] += 1
+            t.reasons[row["quarantine_reason"]] += 1
             continue
         if row.get("flip_verdict"):
-            flips.append(row["flip_verdict"])
-        lint.update(json.loads(row.get("lint_findings") or "[]"))
-        priorities.append((row["pair_id"], row["review_priority"]))
+            t.flips.append(row["flip_verdict"])
+        t.lint.update(json.loads(row.get("lint_findings") or "[]"))
+        t.priorities.append((row["pair_id"], row["review_priority"]))
         for s in json.loads(row["scores"] or "[]"):
             if s["overall"] is None:
-                unparsed_scores += 1
+                t.unparsed_scores += 1
             else:
-                overall.append(s["overall"])
-                sc.append(s["semantic_consistency"])
-                pq_scores.append(s["perceptual_quality"])
-    review = select_for_review(priorities, config.routing.review_share)
+                t.overall.append(s["overall"])
+                t.sc.append(s["semantic_consistency"])
+                t.pq.append(s["perceptual_quality"])
+    return t
 
-    # Pass 2: the outputs.
+
+def _quarantined(row: dict[str, Any]) -> dict[str, Any]:
+    return QuarantinedPair(
+        pair_id=row["pair_id"],
+        reason=row["quarantine_reason"],
+        detail=row["quarantine_detail"],
+        source_uri=row["source_uri"],
+        target_uri=row["target_uri"],
+        dataset=row["dataset"],
+    ).to_row()
+
+
+def _sft_record(row: dict[str, Any], model: str) -> dict[str, Any]:
+    return SFTRecord(
+        pair_id=row["pair_id"],
+        source=row["source"],
+        target=row["target"],
+        instruction=row["best_instruction"],
+        origin="synthesis",
+        model=model,
+        overall=row["best_overall"],
+    ).to_row()
+
+
+def _write_datasets(
+    config: SynthesisConfig, fs: Any, out: str, shards: str, review: set[str]
+) -> dict[str, int]:
+    """Pass 2: every committed pair into the dataset it belongs to; returns rows written per file."""
     writers = {
         "sft": _Writer(fs, posixpath.join(out, "sft.parquet"), SFTRecord.arrow_schema()),
         "filtered": _Writer(fs, posixpath.join(out, "filtered.parquet"), FILTERED_SCHEMA),
@@ -119,78 +150,85 @@ def finalize(
     }
     for row in iter_committed(shards):
         if row["status"] == "quarantined":
-            writers["quarantine"].add(
-                QuarantinedPair(
-                    pair_id=row["pair_id"],
-                    reason=row["quarantine_reason"],
-                    detail=row["quarantine_detail"],
-                    source_uri=row["source_uri"],
-                    target_uri=row["target_uri"],
-                    dataset=row["dataset"],
-                ).to_row()
-            )
+            writers["quarantine"].add(_quarantined(row))
             continue
         for c in json.loads(row["candidates"]):
             writers["candidates"].add(c)
         for s in json.loads(row["scores"]):
             writers["scores"].add(s)
         if row["status"] == "kept":
-            record = SFTRecord(
-                pair_id=row["pair_id"],
-                source=row["source"],
-                target=row["target"],
-                instruction=row["best_instruction"],
-                origin="synthesis",
-                model=config.annotator.model,
-                overall=row["best_overall"],
-            ).to_row()
-            writers["sft"].add(record)
+            writers["sft"].add(_sft_record(row, config.annotator.model))
         else:
             writers["filtered"].add({k: row[k] for k in FILTERED_SCHEMA.names})
         if row["pair_id"] in review:
+            reasons = json.loads(row["review_reasons"])
             writers["review_queue"].add(
-                {
-                    **{k: row[k] for k in REVIEW_SCHEMA.names},
-                    "review_reasons": json.loads(row["review_reasons"]),
-                }
+                {**{k: row[k] for k in REVIEW_SCHEMA.names}, "review_reasons": reasons}
             )
-    written = {name: w.close() for name, w in writers.items()}
+    return {name: w.close() for name, w in writers.items()}
+
+
+def _write_exports(config: SynthesisConfig, fs: Any, out: str) -> dict[str, int]:
+    """The kept pairs again in the formats other trainers read (TRL parquet, ShareGPT)."""
     exports = posixpath.join(config.output.rstrip("/"), "exports")
     sft_path, sft_columns = posixpath.join(out, "sft.parquet"), ["pair_id", "source", "target", "instruction"]
-    written["trl"] = write_trl_parquet(
-        _read_rows(fs, sft_path, sft_columns), posixpath.join(exports, "trl", "train.parquet")
-    )
-    written["sharegpt"] = write_sharegpt(
-        _read_rows(fs, sft_path, sft_columns), posixpath.join(exports, "sharegpt")
-    )
+    return {
+        "trl": write_trl_parquet(
+            _read_rows(fs, sft_path, sft_columns), posixpath.join(exports, "trl", "train.parquet")
+        ),
+        "sharegpt": write_sharegpt(
+            _read_rows(fs, sft_path, sft_columns), posixpath.join(exports, "sharegpt")
+        ),
+    }
 
-    pairs = sum(status.values())
-    summary: dict[str, Any] = {
+
+def _summary(
+    config: SynthesisConfig,
+    t: _Tally,
+    written: dict[str, int],
+    resumed_pairs: int,
+    pipeline_seconds: float | None,
+) -> dict[str, Any]:
+    pairs = sum(t.status.values())
+    return {
         "pairs": pairs,
         "new_pairs": pairs - resumed_pairs,
         "resumed_pairs": resumed_pairs,
-        "kept": status["kept"],
-        "filtered": status["filtered"],
-        "quarantined": status["quarantined"],
-        "quarantine_reasons": dict(reasons),
+        "kept": t.status["kept"],
+        "filtered": t.status["filtered"],
+        "quarantined": t.status["quarantined"],
+        "quarantine_reasons": dict(t.reasons),
         "routed_to_review": written["review_queue"],
         "candidates": written["candidates"],
-        "scores_unparsed": unparsed_scores,
+        "scores_unparsed": t.unparsed_scores,
         "thresholds": {
             "overall": config.filter.min_overall,
             "semantic_consistency": config.filter.min_semantic_consistency,
         },
         "outputs": written,
         "checks": {
-            "flip_consistency": flip_consistency_rate(flips) if config.checks.flip_consistency else None,
-            "viewpoint_lint": dict(lint) if config.checks.viewpoint_lint else None,
+            "flip_consistency": flip_consistency_rate(t.flips) if config.checks.flip_consistency else None,
+            "viewpoint_lint": dict(t.lint) if config.checks.viewpoint_lint else None,
         },
         "seconds": None if pipeline_seconds is None else round(pipeline_seconds, 2),
-        "stage_seconds": {stage: round(secs, 2) for stage, secs in stage_seconds.items()},
+        "stage_seconds": {stage: round(secs, 2) for stage, secs in t.stage_seconds.items()},
         "pairs_per_s": round((pairs - resumed_pairs) / pipeline_seconds, 3) if pipeline_seconds else None,
         "config": redact(json.loads(config.model_dump_json())),  # no credentials in summary.json / report.md
     }
-    summary["report_files"] = write_report(summary, overall, sc, pq_scores, config.output)
+
+
+def finalize(
+    config: SynthesisConfig, resumed_pairs: int = 0, pipeline_seconds: float | None = None
+) -> dict[str, Any]:
+    """Write every output and `summary.json` + `report.md`; return the summary."""
+    fs, out = open_fs(config.output)
+    shards = posixpath.join(config.output.rstrip("/"), "pairs")
+    tally = _tally(shards)
+    review = select_for_review(tally.priorities, config.routing.review_share)
+    written = _write_datasets(config, fs, out, shards, review)
+    written.update(_write_exports(config, fs, out))
+    summary = _summary(config, tally, written, resumed_pairs, pipeline_seconds)
+    summary["report_files"] = write_report(summary, tally.overall, tally.sc, tally.pq, config.output)
     with fs.open(posixpath.join(out, "summary.json"), "w") as f:
         f.write(json.dumps(summary, indent=2) + "\n")
     return summary
