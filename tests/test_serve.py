@@ -433,19 +433,17 @@ def test_wrong_keys_get_429_before_the_tenth_and_the_right_key_works_after_the_w
 def test_wrong_keys_from_one_address_are_throttled_and_forged_forwarding_does_not_help(
     server: Server,
 ) -> None:
-    codes = []
+    codes, started = [], time.monotonic()
     with _client_from("127.0.0.12") as client:
-        for i in range(
-            ADDRESS_FAILURES + 3
-        ):  # a new prefix each time, and a new forged client address each time
+        for i in range(ADDRESS_FAILURES + 3):  # a new prefix and a new forged client address each time
             headers = {"Authorization": f"Bearer other-{i:04d}-key", "X-Forwarded-For": f"198.51.100.{i}"}
             codes.append(client.get(f"{server.url}/v1/models", headers=headers).status_code)
         assert codes[:ADDRESS_FAILURES] == [401] * ADDRESS_FAILURES and codes[ADDRESS_FAILURES] == 429, codes
         locked = client.get(f"{server.url}/v1/models", headers=_auth())
-        assert locked.status_code == 429 and "address" in locked.json()["detail"]
-        assert (
-            httpx.get(f"{server.url}/v1/models", headers=_auth()).status_code == 200
-        )  # other addresses pass
+        if time.monotonic() - started < THROTTLE_WINDOW_S - 1:  # else so slow a machine that failures expired
+            assert locked.status_code == 429 and "address" in locked.json()["detail"]
+        other_address = httpx.get(f"{server.url}/v1/models", headers=_auth())
+        assert other_address.status_code == 200  # 127.0.0.1 is not locked
         assert _key_works_again(server, client)
     by_address = _wait_for_events(server, lambda e: e.get("scope") == "address", codes.count(429) + 1)
     assert by_address and {e["address"] for e in by_address} == {"127.0.0.12"}  # not the forged ones
