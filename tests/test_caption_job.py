@@ -77,7 +77,16 @@ def test_caption_job_on_sample_pairs_with_a_bad_pair(
         f"{p.name}:{i}" for p in sample_pairs_dir.iterdir() if p.is_dir() for i in range(2)
     )
     assert set(candidates["prompt_version"]) == {"instruction-v1"}
-    assert (candidates["parsed"] == candidates["instruction"].notna()).all()
+    # Each reply's outcome follows from the reply itself: a reply cut by max_tokens (the random-weight
+    # model's usual end) is `truncated`, never parsed; a parsed one is text the reply holds. The
+    # summary counts what was written.
+    assert candidates["finish_reason"].isin(["stop", "length"]).all() and candidates["error"].isna().all()
+    cut = candidates[candidates["finish_reason"] == "length"]
+    assert len(cut) > 0 and not cut["parsed"].any() and (cut["parse_error"] == "truncated").all()
+    for row in candidates[candidates["parsed"]].itertuples():
+        assert row.instruction and " ".join(row.instruction.split()) in " ".join(row.raw_text.split())
+    assert summary["candidates_parsed"] == int(candidates["parsed"].sum())
+    assert summary["candidates_truncated"] == int((candidates["parse_error"] == "truncated").sum())
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine")
     assert list(quarantine["pair_id"]) == ["broken"]
     assert "source" in quarantine["detail"][0]

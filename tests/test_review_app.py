@@ -66,10 +66,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             client.close()
 
 
-def _login(base: str, name: str) -> tuple[httpx.Client, str]:
+def _login(base: str, name: str, password: str | None = None) -> tuple[httpx.Client, str]:
     client = httpx.Client(base_url=base, headers={"accept": "application/json"}, timeout=60)
     token = client.get("/login").json()["csrf_token"]
-    reply = client.post("/login", data={"name": name, "password": PASSWORDS[name], "csrf_token": token})
+    password = PASSWORDS[name] if password is None else password
+    reply = client.post("/login", data={"name": name, "password": password, "csrf_token": token})
     assert reply.status_code == 200, reply.text
     return client, reply.json()["csrf_token"]
 
@@ -343,25 +344,32 @@ def test_user_add_refuses_argv_passwords_and_bad_names(tmp_path: Path) -> None:
         assert s.authenticate("ann", "from-the-env") is not None
 
 
-def test_task_images_from_the_data_folder(world: dict) -> None:
+def test_task_images_from_the_data_folder(world: dict, tmp_path: Path) -> None:
     """Items may reference images by path inside --data; a stored path that escapes it is still refused.
 
-    Runs last: it adds judge items that the export test above does not expect.
+    On a store and app of its own (the module's --data folder, read only): the judge items it adds must
+    not reach the shared store, whose export and Label Studio test counts exactly the imported ones.
     """
-    with Store(world["store"]) as store:
+    store_url = f"sqlite:///{tmp_path / 'paths.db'}"
+    with Store(store_url) as store:
+        store.add_user("carol", PASSWORDS["alice"])
         (ok, bad), _ = store.add_items(
             NewItem(project="paths", kind="judge", pair_id=pid, source_path=path, target_path="imgs/ok.png",
                     payload={"instruction": "x", "model": "m", "benchmark": "paths"})
             for pid, path in (("by-path", "imgs/ok.png"), ("escaping", "../secret.png"))
         )  # fmt: skip
-        alice = store.user_id("alice")
-        ok_aid, bad_aid = store.assign_to(ok, alice), store.assign_to(bad, alice)
+        carol = store.user_id("carol")
+        ok_aid, bad_aid = store.assign_to(ok, carol), store.assign_to(bad, carol)
         with pytest.raises(ValueError, match="pass --data"):
             item_images(store, ok, "by-path", None)
         source, _ = item_images(store, ok, "by-path", world["data"])
     assert source == (world["data"] / "imgs" / "ok.png").read_bytes()
-    client, _ = world["sessions"]["alice"]
-    image = client.get(f"/task/{ok_aid}/image/source")
-    assert image.status_code == 200 and image.content == source
-    escaped = client.get(f"/task/{bad_aid}/image/source")
-    assert escaped.status_code == 400 and b"secret" not in escaped.content
+    with running_app(ReviewAppConfig(store=store_url, data=world["data"])) as base:
+        client, _ = _login(base, "carol", PASSWORDS["alice"])
+        try:
+            image = client.get(f"/task/{ok_aid}/image/source")
+            assert image.status_code == 200 and image.content == source
+            escaped = client.get(f"/task/{bad_aid}/image/source")
+            assert escaped.status_code == 400 and b"secret" not in escaped.content
+        finally:
+            client.close()

@@ -479,11 +479,44 @@ def test_a_key_over_its_quota_gets_429_with_retry_after(server: Server) -> None:
     assert {(e["key_id"], e["limit"]) for e in refusals} == {(quota_id, "requests"), (token_id, "tokens")}
 
 
-def test_metrics_count_requests(server: Server) -> None:
+def _counters(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every `*_total` sample on /metrics, keyed by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'editcaption_requests_total{route="/v1/instructions",status="200"}' in text
-    assert 'editcaption_requests_total{route="/v1/models",status="401"}' in text
-    assert "editcaption_candidates_total" in text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_metrics_count_requests(server: Server) -> None:
+    """The counters move by exactly the requests this test sends, whatever earlier tests sent (the
+    wrong key comes from an address of its own, so it adds to no throttle another test relies on)."""
+    before = _counters(server)
+    body = {"source": _b64(_png(seed=5)), "target": _b64(_png(seed=6)), "num_candidates": 2}
+    parsed = []
+    for _ in range(2):
+        r = httpx.post(f"{server.url}/v1/instructions", json=body, headers=_auth(), timeout=120)
+        assert r.status_code == 200, r.text
+        parsed += [c["parsed"] for c in r.json()["candidates"]]
+    with _client_from("127.0.0.14") as client:
+        refused = client.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer not-a-key-at-all"})
+    assert refused.status_code == 401
+    after = _counters(server)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("editcaption_requests_total", route="/v1/instructions", status="200") == 2
+    assert delta("editcaption_requests_total", route="/v1/models", status="401") == 1
+    assert delta("editcaption_auth_refusals_total", reason="invalid_key") == 1
+    assert len(parsed) == 4  # two requests of two candidates each, counted by parse outcome
+    for label, count in (("true", parsed.count(True)), ("false", parsed.count(False))):
+        assert delta("editcaption_candidates_total", parsed=label) == count
 
 
 def _fuzz(server: Server, operation: object, mode: object, examples: int) -> list[str]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from serve_process import ROOT, Server
 
-from editcaption.demo.captioning import caption_pairs
+from editcaption.demo.captioning import caption_pairs, score_candidates
 from editcaption.demo.retrain import COMMITTED
 from editcaption.demo.world import WorldConfig, generate, images
 from editcaption.prompts.instruction import SYSTEM, USER, parse_instruction
@@ -81,5 +82,14 @@ def test_instructions_are_scored_by_the_miniature_scorer(server: Server, pairs) 
         files[role] = (f"{role}.png", buf.getvalue(), "image/png")
     r = httpx.post(f"{server.url}/v1/instructions", files=files, data={"score": "true"}, timeout=60)
     assert r.status_code == 200, r.text
-    score = r.json()["candidates"][0]["score"]
-    assert score["num_parsed"] == 1 and 0 <= score["overall"] <= 10, score
+    candidate = r.json()["candidates"][0]
+    score = candidate["score"]
+    assert candidate["parsed"] and score["num_pass"] == score["num_parsed"] == 1, candidate
+    # One pass: overall is sqrt(SC * PQ) exactly, and the scores are the ones the scorer gives the
+    # same instruction in-process with transformers (greedy on both; 1 point of 10 allows for a
+    # near-tie that kernel rounding on another CPU breaks the other way).
+    sc, pq = score["semantic_consistency"], score["perceptual_quality"]
+    assert score["overall"] == pytest.approx(math.sqrt(sc * pq)), score
+    (expected,) = score_candidates(COMMITTED / "scorer", [pairs[0]], [candidate["instruction"]])
+    assert expected.num_parsed == 1
+    assert (sc, pq) == pytest.approx((expected.semantic_consistency, expected.perceptual_quality), abs=1.0)

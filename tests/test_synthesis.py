@@ -209,10 +209,17 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, sample_pairs_dir)
     filtered = pd.read_parquet(out / "filtered.parquet")
     assert len(filtered) == summary["filtered"] and filtered["filter_reason"].notna().all()
     review = pd.read_parquet(out / "review_queue.parquet")
-    assert (
-        len(review) == summary["routed_to_review"]
-        and review["review_priority"].is_monotonic_decreasing is not None
+    assert len(review) == summary["routed_to_review"]
+    # The queue is the ⌈25 %⌉ highest-priority scored pairs (ties by pair_id), read back from the committed
+    # shards: a selection that took the lowest, the first, or any other pairs fails here.
+    pairs_table = pd.concat(pd.read_parquet(f) for f in sorted((out / "pairs").glob("shard-*.parquet")))
+    ranked = pairs_table[pairs_table["status"] != "quarantined"].sort_values(
+        ["review_priority", "pair_id"], ascending=[False, True]
     )
+    assert set(review["pair_id"]) == set(ranked["pair_id"].iloc[: summary["routed_to_review"]])
+    by_pair = dict(zip(ranked["pair_id"], ranked["review_priority"], strict=True))
+    queued = zip(review["pair_id"], review["review_priority"], strict=True)
+    assert all(by_pair[pair_id] == pytest.approx(priority) for pair_id, priority in queued)
     candidates = pd.read_parquet(out / "candidates.parquet")
     assert candidates["outcome"].notna().all()
     assert (candidates["outcome"] == "kept").sum() == summary["kept"]
@@ -279,24 +286,35 @@ def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(tmp_
 @pytest.mark.timeout(600)
 def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, sample_pairs_dir):
     """SIGKILL the whole job (driver and its Ray processes) mid-run, rerun it, and count: every pair
-    once. Annotator: transformers on the tiny model; scorer: the loopback EditScore stand-in."""
+    once. Annotator: transformers on the tiny model; scorer: the loopback EditScore stand-in.
+
+    Mid-run for certain: the first run's processes load `hold_shards/sitecustomize.py`, which lets them
+    commit two shards and holds every later commit, so the kill finds a job that can neither finish nor
+    have committed nothing, however fast or slow this machine is."""
     pairs = tmp_path / "pairs"
     pairs.mkdir()
     ids, _ = _copy_sample_with_bad_pairs(sample_pairs_dir, pairs)
     annotator = {"backend": "transformers", "model": str(tiny_model), "max_pixels": 160 * 128}
     ray_tmp = Path(f"/tmp/ecr-{os.getpid()}")
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "HF_HUB_OFFLINE": "1"}
+    hold = Path(__file__).parent / "hold_shards"
+    held_env = {
+        **env,
+        "EDITCAPTION_TEST_HOLD_AFTER_SHARDS": "2",
+        "PYTHONPATH": os.pathsep.join([str(hold), *filter(None, [env.get("PYTHONPATH")])]),
+    }
     with fake_editscore_server() as url:
         config_path = tmp_path / "job.yaml"
         config_path.write_text(yaml.safe_dump(_config(tmp_path, pairs, annotator, url, pairs_per_batch=2)))
         cmd = [sys.executable, "-m", "editcaption", "synthesize", "--config", str(config_path)]
         try:
             first = subprocess.Popen(
-                cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+                cmd, env=held_env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
             )
             deadline = time.time() + 300
-            while time.time() < deadline and len(list((tmp_path / "out" / "pairs").glob("shard-*"))) < 2:
+            while len(list((tmp_path / "out" / "pairs").glob("shard-*"))) < 2:
                 assert first.poll() is None, "the first run ended before it could be killed"
+                assert time.time() < deadline, "the first run committed fewer than 2 shards in 300 s"
                 time.sleep(0.2)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
