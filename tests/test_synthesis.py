@@ -216,7 +216,8 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, sample_pairs_dir)
     ranked = pairs_table[pairs_table["status"] != "quarantined"].sort_values(
         ["review_priority", "pair_id"], ascending=[False, True]
     )
-    assert set(review["pair_id"]) == set(ranked["pair_id"].iloc[: summary["routed_to_review"]])
+    # ... in that order: `review import` hands items out in file order, so the file is the queue.
+    assert list(review["pair_id"]) == list(ranked["pair_id"].iloc[: summary["routed_to_review"]])
     by_pair = dict(zip(ranked["pair_id"], ranked["review_priority"], strict=True))
     queued = zip(review["pair_id"], review["review_priority"], strict=True)
     assert all(by_pair[pair_id] == pytest.approx(priority) for pair_id, priority in queued)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from editcaption.checks.flip import flip_consistency_rate
@@ -165,7 +166,19 @@ def _write_datasets(
             writers["review_queue"].add(
                 {**{k: row[k] for k in REVIEW_SCHEMA.names}, "review_reasons": reasons}
             )
-    return {name: w.close() for name, w in writers.items()}
+    written = {name: w.close() for name, w in writers.items()}
+    _sort_review_queue(fs, posixpath.join(out, "review_queue.parquet"))
+    return written
+
+
+def _sort_review_queue(fs: Any, path: str) -> None:
+    """Highest priority first (equal ones by pair_id), the order `review import` hands items out in. The
+    queue is read whole once: it is sized for people (`routing.review_share` of the pairs)."""
+    with fs.open(path, "rb") as f:
+        table = pq.read_table(f)
+    order = pc.sort_indices(table, [("review_priority", "descending"), ("pair_id", "ascending")])
+    with fs.open(path, "wb") as f:
+        pq.write_table(table.take(order), f, row_group_size=64)
 
 
 def _write_exports(config: SynthesisConfig, fs: Any, out: str) -> dict[str, int]:
