@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE := 1
 
-.PHONY: setup demo miniature test test-miniature test-production test-cluster test-fast lint format bench screenshots clean
+.PHONY: setup demo miniature test test-extra test-miniature test-production test-cluster test-fast lint format bench screenshots clean
 
 setup:  ## install the CPU stack into .venv (idempotent)
 	bash scripts/setup.sh
@@ -20,7 +20,10 @@ miniature: setup  ## the whole paper in the miniature world with the committed m
 	.venv/bin/editcaption demo --out runs/miniature
 
 test: setup  ## the whole test suite (what CI runs), without the opt-in cluster and production-config scenarios
-	$(PY) -m pytest -q -ra --durations=15 -m "not cluster_extra and not production_extra and not miniature_extra"
+	$(PY) -m pytest -q -ra --durations=15 -m "not cluster_extra and not production_extra and not miniature_extra and not ci_extra"
+
+test-extra: setup  ## the tests CI leaves out for time whose path another CI test covers (marker ci_extra)
+	$(PY) -m pytest -q -ra --durations=0 -m ci_extra
 
 test-miniature: setup  ## the miniature claims on freshly trained models (the demo's seed 0 against the study) and the toy retrain
 	$(PY) -m pytest -q -ra --durations=0 tests/test_miniature_demo.py tests/test_miniature_retrain.py

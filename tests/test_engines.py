@@ -235,6 +235,7 @@ def test_grouped_steps_run_in_turn_on_one_engine(ray_local, tiny_model):
         assert row["first_seconds"] > 0 and row["second_seconds"] > 0
 
 
+@pytest.mark.ci_extra  # `make test-extra` (48 s): CI's budget; the in-process engine runs in test_vllm_in_ray_data_*
 def test_in_process_and_spawned_vllm_engines_write_the_same_greedy_text(ray_local, tiny_model):
     """`cpu_in_process` (vLLM's uni executor inside the actor, the default) and vLLM's own engine-core
     and worker processes are the same engine: same greedy text for the same requests."""

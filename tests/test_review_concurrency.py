@@ -58,7 +58,10 @@ def _annotate(base: str, who: int, sent: dict, failures: list) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend",
+    ["sqlite", pytest.param("postgresql", marks=pytest.mark.ci_extra)],  # `make test-extra`: CI's budget
+)
 def test_eight_annotators_lose_nothing(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = (
         f"sqlite:///{tmp_path / 'review.db'}"

@@ -232,6 +232,7 @@ def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_local, tiny_model, samp
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.ci_extra  # `make test-extra`: 73 s, beyond CI's budget
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_local, tiny_model, sft_parquet):
     """SIGKILL the driver and its Ray processes after the second checkpoint; a rerun without `--resume`
     is refused, and the resumed run (here in-process, on this module's Ray) continues at step 2
