@@ -358,7 +358,6 @@ def test_moe_router_loss_kept_and_zero_weights_equal_trl(
     assert hae._metrics["eval"]["aux_loss"][-1] == stock._metrics["eval"]["aux_loss"][-1] > 0
 
 
-
 def test_hae_dpo_widens_the_raised_types_reward_margins_beyond_plain_dpo_on_the_same_batches(
     tmp_path: Path,
 ) -> None:
@@ -405,7 +404,9 @@ def test_hae_dpo_widens_the_raised_types_reward_margins_beyond_plain_dpo_on_the_
         return [entry for entry in trainer.state.log_history if "loss" in entry]
 
     def run_mean(logs: list[dict], error_type: str) -> float:
-        values = [e[f"hae/{error_type}/reward_margin"] for e in logs if f"hae/{error_type}/reward_margin" in e]
+        values = [
+            e[f"hae/{error_type}/reward_margin"] for e in logs if f"hae/{error_type}/reward_margin" in e
+        ]
         assert values, (error_type, logs)
         return sum(values) / len(values)
 

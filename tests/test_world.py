@@ -183,6 +183,7 @@ def test_description_names_the_figure_then_every_shape_left_to_right_and_mirrors
         # (a shape within a pixel of a column boundary may land on either side: x mirrors to 127 - x).
         if any(min(abs(t.x * scene.zoom - b) for b in (42, 43, 85, 86)) < 2 for t in scene.things):
             continue
+
         def cells(description: str) -> set[tuple[str, str]]:
             return {
                 (
