@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from editcaption.engines.families import warn_if_reasoning_is_cut
 from editcaption.evaluation.benchmarks import BenchmarkConfig, read_benchmark
 from editcaption.evaluation.captioning import CaptionerConfig, EvalChecksConfig, caption_expand, caption_merge
 from editcaption.evaluation.judging import JudgeConfig, judge_expand, judge_merge
@@ -323,8 +324,6 @@ def _write_tables(tables: dict[str, list[dict[str, Any]]], out: str) -> None:
 def warn_if_reasoning_is_cut_in(config: EvalConfig) -> None:
     """Warn for each captioner and the judge whose reasoning family's reply budget is larger than its
     `max_tokens` (its replies would end `truncated`, captions unparsed and judgments missing)."""
-    from editcaption.engines.families import warn_if_reasoning_is_cut
-
     for cap in config.captioners:
         warn_if_reasoning_is_cut(cap.engine, cap.sampling, f"captioner {cap.name}")
     if config.judge is not None:

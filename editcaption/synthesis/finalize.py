@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from editcaption.checks.flip import flip_consistency_rate
@@ -145,10 +144,10 @@ def _write_datasets(
         "sft": _Writer(fs, posixpath.join(out, "sft.parquet"), SFTRecord.arrow_schema()),
         "filtered": _Writer(fs, posixpath.join(out, "filtered.parquet"), FILTERED_SCHEMA),
         "quarantine": _Writer(fs, posixpath.join(out, "quarantine.parquet"), QuarantinedPair.arrow_schema()),
-        "review_queue": _Writer(fs, posixpath.join(out, "review_queue.parquet"), REVIEW_SCHEMA),
         "candidates": _Writer(fs, posixpath.join(out, "candidates.parquet"), Candidate.arrow_schema()),
         "scores": _Writer(fs, posixpath.join(out, "scores.parquet"), Score.arrow_schema()),
     }
+    queue: list[dict[str, Any]] = []
     for row in iter_committed(shards):
         if row["status"] == "quarantined":
             writers["quarantine"].add(_quarantined(row))
@@ -163,22 +162,19 @@ def _write_datasets(
             writers["filtered"].add({k: row[k] for k in FILTERED_SCHEMA.names})
         if row["pair_id"] in review:
             reasons = json.loads(row["review_reasons"])
-            writers["review_queue"].add(
-                {**{k: row[k] for k in REVIEW_SCHEMA.names}, "review_reasons": reasons}
-            )
+            queue.append({**{k: row[k] for k in REVIEW_SCHEMA.names}, "review_reasons": reasons})
     written = {name: w.close() for name, w in writers.items()}
-    _sort_review_queue(fs, posixpath.join(out, "review_queue.parquet"))
+    written["review_queue"] = _write_review_queue(fs, posixpath.join(out, "review_queue.parquet"), queue)
     return written
 
 
-def _sort_review_queue(fs: Any, path: str) -> None:
+def _write_review_queue(fs: Any, path: str, queue: list[dict[str, Any]]) -> int:
     """Highest priority first (equal ones by pair_id), the order `review import` hands items out in. The
-    queue is read whole once: it is sized for people (`routing.review_share` of the pairs)."""
-    with fs.open(path, "rb") as f:
-        table = pq.read_table(f)
-    order = pc.sort_indices(table, [("review_priority", "descending"), ("pair_id", "ascending")])
+    queue is held whole to sort it: it is sized for people (`routing.review_share` of the pairs)."""
+    queue.sort(key=lambda r: (-r["review_priority"], r["pair_id"]))
     with fs.open(path, "wb") as f:
-        pq.write_table(table.take(order), f, row_group_size=64)
+        pq.write_table(pa.Table.from_pylist(queue, schema=REVIEW_SCHEMA), f, row_group_size=64)
+    return len(queue)
 
 
 def _write_exports(config: SynthesisConfig, fs: Any, out: str) -> dict[str, int]:
