@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+from serve_process import stop_process
 
 from editcaption.local_cluster import free_port
 
@@ -81,10 +82,5 @@ def moto_s3_server(log: Path, timeout_s: float = 60) -> Iterator[S3Server]:
             time.sleep(0.2)
         yield S3Server(endpoint=f"http://127.0.0.1:{port}", log=log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         out.close()

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from serve_process import free_port
+from serve_process import free_port, stop_process
 
 from editcaption.review.app import ReviewAppConfig, create_app
 
@@ -88,12 +88,7 @@ def serve_process(store: str, data: str | Path | None = None, timeout: float = 6
                 time.sleep(0.2)
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=30)
 
 
 def postgres_bin() -> Path:

@@ -23,6 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY_DEFAULT_PORTS = {6379, 8265, 10001, 52365}
 
 
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds; always reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     while True:
         with socket.socket() as s:
