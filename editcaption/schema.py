@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import types
 import typing
-from typing import Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,12 +55,12 @@ class Record(BaseModel):
 
     @classmethod
     def arrow_schema(cls) -> pa.Schema:
-        return pa.schema(
-            [
-                pa.field(name, _arrow_type(f.annotation), nullable=_is_optional(f.annotation))
-                for name, f in cls.model_fields.items()
-            ]
-        )
+        return pa.schema(_arrow_fields(cls))
+
+    @classmethod
+    def arrow_struct(cls) -> pa.StructType:
+        """The record as one Arrow value, for columns holding records (`list[Candidate]`)."""
+        return pa.struct(_arrow_fields(cls))
 
     def to_row(self) -> dict:
         return self.model_dump()
@@ -176,7 +176,7 @@ class Judgment(Record):
 
 class ReviewQueueRow(Record):
     """A pair the synthesis job routed to people (`review_queue.parquet`), highest priority first: what
-    `review import` reads. `candidates` and `scores` hold the pair's Candidate and Score rows as JSON."""
+    `review import` reads. `candidates` and `scores` hold the pair's Candidate and Score rows."""
 
     pair_id: str
     source: bytes
@@ -190,8 +190,8 @@ class ReviewQueueRow(Record):
     best_instruction: str | None = None
     best_overall: float | None = None
     reference_instruction: str | None = None
-    candidates: str | None = None
-    scores: str | None = None
+    candidates: list[Candidate] | None = None
+    scores: list[Score] | None = None
 
 
 class FilteredPair(Record):
@@ -202,6 +202,39 @@ class FilteredPair(Record):
     best_overall: float | None = None
     best_semantic_consistency: float | None = None
     filter_reason: str | None = None
+
+
+PAIR_RECORD_LISTS: dict[str, type[Record]] = {"candidates": Candidate, "scores": Score}
+"""The columns in which a pair row carries its records between synthesis stages, each a list of rows
+of that record; their Arrow type is `list<struct>` derived from the record (`pair_record_types`)."""
+
+
+def pair_record_types() -> dict[str, pa.DataType]:
+    """Arrow type of each record-list column of a pair row: `list<struct>` of the record's fields."""
+    return {name: pa.list_(record.arrow_struct()) for name, record in PAIR_RECORD_LISTS.items()}
+
+
+def pair_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Pair rows as an Arrow table whose record-list columns have their derived types (others inferred).
+
+    Ray Data blocks of pair rows are built here rather than by Ray's inference: inference types a field
+    that is None throughout one block as null, and such a block then fails to concatenate with one where
+    the field is a string. An item whose fields are not exactly its record's is an error, never silently
+    cut to fit.
+    """
+    types = pair_record_types()
+    for row in rows:
+        for name, record in PAIR_RECORD_LISTS.items():
+            for item in row.get(name) or []:
+                if item.keys() != record.model_fields.keys():
+                    extra = sorted(item.keys() - record.model_fields.keys())
+                    missing = sorted(record.model_fields.keys() - item.keys())
+                    raise ValueError(
+                        f"pair {row.get('pair_id')}: a {record.__name__} in `{name}` has extra fields "
+                        f"{extra} and misses {missing}"
+                    )
+    columns = list(rows[0]) if rows else []
+    return pa.table({c: pa.array([r[c] for r in rows], type=types.get(c)) for c in columns})
 
 
 def pair_id_for(source: bytes, target: bytes) -> str:
@@ -230,12 +263,21 @@ _SCALARS: dict[object, pa.DataType] = {
 }
 
 
+def _arrow_fields(record: type[Record]) -> list[pa.Field]:
+    return [
+        pa.field(name, _arrow_type(f.annotation), nullable=_is_optional(f.annotation))
+        for name, f in record.model_fields.items()
+    ]
+
+
 def _arrow_type(annotation: object) -> pa.DataType:
     if _is_optional(annotation):
         (inner,) = [a for a in get_args(annotation) if a is not type(None)]
         return _arrow_type(inner)
     if annotation in _SCALARS:
         return _SCALARS[annotation]
+    if isinstance(annotation, type) and issubclass(annotation, Record):
+        return annotation.arrow_struct()
     origin = get_origin(annotation)
     if origin is Literal:
         return pa.string()

@@ -134,13 +134,12 @@ def write_review_queue(path: str | Path, n: int, size: tuple[int, int] = (96, 64
     "left" (wrong), candidate 1 "right", and candidate 1 scores higher, so it is the best one.
     """
     import io
-    import json
 
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image, ImageDraw
 
-    from editcaption.synthesis.finalize import REVIEW_SCHEMA
+    from editcaption.schema import Candidate, ReviewQueueRow, Score
 
     w, h = size
     side = max(4, h // 3)
@@ -161,31 +160,29 @@ def write_review_queue(path: str | Path, n: int, size: tuple[int, int] = (96, 64
             f"Move the square {i % 7 + 1} steps to the right.",
         ]
         candidates = [
-            {
-                "pair_id": pid,
-                "candidate_id": f"{pid}:{k}",
-                "instruction": t,
-                "raw_text": t,
-                "model": "tiny-annotator",
-                "prompt_version": "v1",
-                "parsed": True,
-                "error": None,
-                "outcome": "not_best" if k == 0 else "kept",
-            }
+            Candidate(
+                pair_id=pid,
+                candidate_id=f"{pid}:{k}",
+                instruction=t,
+                raw_text=t,
+                model="tiny-annotator",
+                prompt_version="v1",
+                parsed=True,
+                outcome="not_best" if k == 0 else "kept",
+            ).to_row()
             for k, t in enumerate(texts)
         ]
         scores = [
-            {
-                "pair_id": pid,
-                "candidate_id": f"{pid}:{k}",
-                "scorer": "tiny-scorer",
-                "semantic_consistency": sc,
-                "perceptual_quality": 8.0,
-                "overall": (sc * 8.0) ** 0.5,
-                "num_pass": 1,
-                "num_parsed": 1,
-                "raw_replies": [],
-            }
+            Score(
+                pair_id=pid,
+                candidate_id=f"{pid}:{k}",
+                scorer="tiny-scorer",
+                semantic_consistency=sc,
+                perceptual_quality=8.0,
+                overall=(sc * 8.0) ** 0.5,
+                num_pass=1,
+                num_parsed=1,
+            ).to_row()
             for k, sc in enumerate((3.0, 7.5))
         ]
         rows.append(
@@ -202,11 +199,11 @@ def write_review_queue(path: str | Path, n: int, size: tuple[int, int] = (96, 64
                 "best_instruction": texts[1],
                 "best_overall": (7.5 * 8.0) ** 0.5,
                 "reference_instruction": None,
-                "candidates": json.dumps(candidates),
-                "scores": json.dumps(scores),
+                "candidates": candidates,
+                "scores": scores,
             }
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=REVIEW_SCHEMA), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=ReviewQueueRow.arrow_schema()), path)
     return path

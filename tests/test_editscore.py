@@ -18,6 +18,7 @@ from editcaption.prompts.editscore import (
     semantic_consistency_messages,
 )
 from editcaption.prompts.scoring import EditScoreConfig, aggregate_editscore
+from editcaption.schema import Candidate
 
 
 def _image_parts(messages: list[dict]) -> int:
@@ -320,7 +321,17 @@ def test_edited_image_is_resized_to_the_source_size_before_scoring() -> None:
         "source": source,
         "target": edited,
         "quarantine_reason": None,
-        "candidates": '[{"candidate_id": "p:0", "instruction": "Make it blue.", "parsed": true}]',
+        "candidates": [
+            Candidate(
+                pair_id="p",
+                candidate_id="p:0",
+                instruction="Make it blue.",
+                raw_text="Make it blue.",
+                model="annotator",
+                prompt_version="v",
+                parsed=True,
+            ).to_row()
+        ],
     }
     sc, pq = score_expand(row, EditScoreConfig())
     assert all(Image.open(io.BytesIO(r.images[-1])).size == (64, 48) for r in (sc, pq))

@@ -25,6 +25,7 @@ from editcaption.checks.flip import (
 from editcaption.engines.base import Engine, EngineRequest, EngineResult, SamplingSettings
 from editcaption.images import ImagePolicy, decode_image
 from editcaption.prompts.instruction import instruction_messages
+from editcaption.schema import Candidate
 
 
 def png(img: Image.Image, **save: object) -> bytes:
@@ -252,13 +253,19 @@ def test_flip_check_catches_injected_errors_on_the_sample(sample: list[dict]) ->
 # ---------------------------------------------------------------- expand / merge
 
 
-def _candidates(*texts: str | None) -> str:
-    return json.dumps(
-        [
-            {"candidate_id": f"p:{i}", "instruction": t, "parsed": t is not None, "error": None}
-            for i, t in enumerate(texts)
-        ]
-    )
+def _candidates(*texts: str | None) -> list[dict]:
+    return [
+        Candidate(
+            pair_id="p",
+            candidate_id=f"p:{i}",
+            instruction=t,
+            raw_text=t or "",
+            model="annotator",
+            prompt_version="v",
+            parsed=t is not None,
+        ).to_row()
+        for i, t in enumerate(texts)
+    ]
 
 
 @pytest.fixture

@@ -188,8 +188,6 @@ def test_store_url_errors(tmp_path: Path) -> None:
 
 def test_import_from_review_queue(tmp_path: Path) -> None:
     """Unscored pairs still reach people (first parsed candidate); pairs with nothing to show are counted."""
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
     from review_servers import write_review_queue
@@ -199,9 +197,8 @@ def test_import_from_review_queue(tmp_path: Path) -> None:
     queue = write_review_queue(tmp_path / "run" / "review_queue.parquet", 3)
     rows = pq.read_table(queue).to_pylist()
     rows[0]["best_instruction"] = None  # nothing scored
-    rows[0]["scores"] = "[]"
-    candidates = json.loads(rows[2]["candidates"])
-    rows[2]["candidates"] = json.dumps([{**c, "instruction": None, "parsed": False} for c in candidates])
+    rows[0]["scores"] = []
+    rows[2]["candidates"] = [{**c, "instruction": None, "parsed": False} for c in rows[2]["candidates"]]
     rows[2]["best_instruction"] = None
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(queue)), queue)
     url = f"sqlite:///{tmp_path / 'r.db'}"

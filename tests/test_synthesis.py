@@ -23,6 +23,7 @@ from ray_sessions import kill_ray_session
 from editcaption.demo.retrain import COMMITTED
 from editcaption.engines import EngineResult
 from editcaption.prompts.scoring import EditScoreConfig, score_expand, score_merge
+from editcaption.schema import Candidate, ReviewQueueRow, Score
 from editcaption.synthesis.config import ChecksConfig, FilterConfig, SynthesisConfig
 from editcaption.synthesis.job import apply_check_flags, caption_merge, decide, run_synthesis
 from editcaption.synthesis.route import RoutingConfig
@@ -70,7 +71,7 @@ def test_score_requests_and_replies_line_up_across_passes():
     assert [len(r.images) for r in requests] == [2, 2, 1, 2, 2, 1]
     replies = [_sc(25, 20), _sc(10, 15), _sc(25, 25), _sc(15, 20), "no score here", _sc(20, 25)]
     results = [EngineResult(request_id=r.request_id, text=t) for r, t in zip(requests, replies, strict=True)]
-    scores = json.loads(score_merge(row, results, cfg, scorer="editscore")["scores"])
+    scores = score_merge(row, results, cfg, scorer="editscore")["scores"]
     first, second = scores
     assert first["candidate_id"] == "p1:0" and first["num_parsed"] == 2
     # pass 0: SC 8, PQ 10 → sqrt(80); pass 1: SC 6, PQ 8 → sqrt(48)
@@ -81,23 +82,31 @@ def test_score_requests_and_replies_line_up_across_passes():
 
 def _scored_row(overalls: list[float | None], sc: float = 8.0, quarantined: bool = False) -> dict:
     candidates = [
-        {
-            "candidate_id": f"p1:{i}",
-            "instruction": f"Move the cube {i} to the viewer's left.",
-            "parsed": True,
-            "error": None,
-        }
+        Candidate(
+            pair_id="p1",
+            candidate_id=f"p1:{i}",
+            instruction=f"Move the cube {i} to the viewer's left.",
+            raw_text=f"Move the cube {i} to the viewer's left.",
+            model="annotator",
+            prompt_version="v",
+            parsed=True,
+        ).to_row()
         for i in range(len(overalls))
     ]
     scores = [
-        {"candidate_id": f"p1:{i}", "overall": o, "semantic_consistency": None if o is None else sc}
+        Score(
+            pair_id="p1",
+            candidate_id=f"p1:{i}",
+            scorer="editscore",
+            overall=o,
+            semantic_consistency=None if o is None else sc,
+            perceptual_quality=None if o is None else 8.0,
+            num_pass=1,
+            num_parsed=0 if o is None else 1,
+        ).to_row()
         for i, o in enumerate(overalls)
     ]
-    return {
-        **_pair(quarantined=quarantined),
-        "candidates": json.dumps(candidates),
-        "scores": json.dumps(scores),
-    }
+    return {**_pair(quarantined=quarantined), "candidates": candidates, "scores": scores}
 
 
 @pytest.mark.parametrize(
@@ -113,7 +122,7 @@ def _scored_row(overalls: list[float | None], sc: float = 8.0, quarantined: bool
 def test_decide_keeps_the_best_candidate_only_if_it_passes(overalls, sc, status, reason):
     out = decide(_scored_row(overalls, sc), FilterConfig(), RoutingConfig())
     assert out["status"] == status and out["filter_reason"] == reason
-    outcomes = [c["outcome"] for c in json.loads(out["candidates"])]
+    outcomes = [c["outcome"] for c in out["candidates"]]
     if status == "kept":
         assert out["best_candidate_id"] == "p1:1" and out["best_overall"] == 7.5
         assert outcomes == ["not_best", "kept", "unscored"]
@@ -212,7 +221,8 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, sample_pairs_dir)
     assert len(review) == summary["routed_to_review"]
     # The queue is the ⌈25 %⌉ highest-priority scored pairs (ties by pair_id), read back from the committed
     # shards: a selection that took the lowest, the first, or any other pairs fails here.
-    pairs_table = pd.concat(pd.read_parquet(f) for f in sorted((out / "pairs").glob("shard-*.parquet")))
+    shards = sorted((out / "pairs").glob("shard-*.parquet"))
+    pairs_table = pd.concat(pd.read_parquet(f) for f in shards)
     ranked = pairs_table[pairs_table["status"] != "quarantined"].sort_values(
         ["review_priority", "pair_id"], ascending=[False, True]
     )
@@ -221,6 +231,16 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, sample_pairs_dir)
     by_pair = dict(zip(ranked["pair_id"], ranked["review_priority"], strict=True))
     queued = zip(review["pair_id"], review["review_priority"], strict=True)
     assert all(by_pair[pair_id] == pytest.approx(priority) for pair_id, priority in queued)
+    # Candidates and scores are list<struct> columns of the schema.py records, in the queue and every shard.
+    derived = ReviewQueueRow.arrow_schema()
+    assert pq.read_schema(out / "review_queue.parquet").remove_metadata().equals(derived)
+    for name, record in (("candidates", Candidate), ("scores", Score)):
+        assert derived.field(name).type.value_type == record.arrow_struct()
+        assert all(pq.read_schema(f).field(name).type == derived.field(name).type for f in shards)
+    for row in pq.read_table(out / "review_queue.parquet").to_pylist():
+        assert [c["pair_id"] for c in row["candidates"]] == [row["pair_id"]] * 2
+        assert {s["candidate_id"] for s in row["scores"]} <= {c["candidate_id"] for c in row["candidates"]}
+        assert row["best_candidate_id"] in {c["candidate_id"] for c in row["candidates"]} | {None}
     candidates = pd.read_parquet(out / "candidates.parquet")
     assert candidates["outcome"].notna().all()
     assert (candidates["outcome"] == "kept").sum() == summary["kept"]

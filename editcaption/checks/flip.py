@@ -185,11 +185,10 @@ def _plan(row: dict[str, Any], lang: str) -> tuple[list[_Item], str | None]:
     if "instruction" in row:
         originals = [(row["pair_id"], row["instruction"], 0)]
     elif row.get("candidates") is not None:
-        candidates = json.loads(row["candidates"])
         best = row.get("best_candidate_id")
         originals = [
             (c["candidate_id"], c["instruction"], i)
-            for i, c in enumerate(candidates)
+            for i, c in enumerate(row["candidates"])
             if c.get("parsed") and (best is None or c["candidate_id"] == best)
         ]
     else:

@@ -24,6 +24,7 @@ from editcaption.engines.families import FAMILY_NAMES, ModelFamily, family_of
 from editcaption.images import ImagePolicy, decode_image, fit_to_pixel_budget
 from editcaption.paths import ModelPath
 from editcaption.redaction import redact_text
+from editcaption.schema import pair_table
 
 if TYPE_CHECKING:
     import ray.data
@@ -249,17 +250,18 @@ class GroupedStep:
 
 class GroupedCall:
     """Ray Data callable class behind `Engine.apply_steps`: per round, all requests of a batch go to
-    the predictor at once, so the engine batches across rows."""
+    the predictor at once, so the engine batches across rows. Rows go out as a `schema.pair_table`, so
+    candidates and scores keep their record types in every block."""
 
     def __init__(self, predictor_cls: type, predictor_kwargs: dict[str, Any], steps: list[GroupedStep]):
         self.predictor = predictor_cls(**predictor_kwargs)
         self.steps = steps
 
-    def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()  # Arrow nulls stay None (numpy batches turn all-null columns into NaN)
         for step in self.steps:
             rows = self._round(rows, step)
-        return rows_to_batch(rows)
+        return pair_table(rows)
 
     def _round(self, rows: list[dict[str, Any]], step: GroupedStep) -> list[dict[str, Any]]:
         started = time.perf_counter()
@@ -286,11 +288,11 @@ class AsyncGroupedCall:
         self.predictor = predictor_cls(**predictor_kwargs)
         self.steps = steps
 
-    async def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+    async def __call__(self, batch: pa.Table) -> pa.Table:
         import asyncio
 
         rows = await asyncio.gather(*(self._row(row) for row in batch.to_pylist()))
-        return rows_to_batch(list(rows))
+        return pair_table(list(rows))
 
     async def _row(self, row: dict[str, Any]) -> dict[str, Any]:
         import asyncio

@@ -15,7 +15,6 @@ edited image to the source's width and height with Pillow's default filter).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -96,7 +95,7 @@ def best_score(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in json.loads(row["candidates"]) if c["parsed"]]
+    return [c for c in row["candidates"] if c["parsed"]]
 
 
 def score_expand(
@@ -150,7 +149,7 @@ def score_merge(
             row["pair_id"], c["candidate_id"], scorer, sc, pq, cfg.score_range, reasoning_in_prompt
         )
         scores.append(score.to_row())
-    return {**row, "scores": json.dumps(scores)}
+    return {**row, "scores": scores}
 
 
 def _reply(result: EngineResult) -> EngineResult | None:

@@ -11,7 +11,6 @@ the folder the server will serve from.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -136,9 +135,9 @@ def _from_queue(path: Path, kind: str, project: str, benchmark: str, skipped: Co
 
 def _scored_candidates(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Parsed candidates with their scores, best overall first (unscored last)."""
-    scores = {s["candidate_id"]: s for s in json.loads(row["scores"] or "[]")}
+    scores = {s["candidate_id"]: s for s in row["scores"] or []}
     out = []
-    for c in json.loads(row["candidates"] or "[]"):
+    for c in row["candidates"] or []:
         if not c.get("instruction"):
             continue
         s = scores.get(c["candidate_id"], {})

@@ -399,7 +399,7 @@ class CaptionerAPI:
         scores: dict[str, dict[str, Any]] = {}
         score_s = None
         if options.score:
-            scored_row = {**row, "candidates": json.dumps(candidates)}
+            scored_row = {**row, "candidates": candidates}
             editscore, family = self.config.editscore, self.scorer_family
             score_requests = score_expand(scored_row, editscore, family.image_label)
             score_results = await self._answer(self.scorer, score_requests, deadline)
@@ -407,7 +407,7 @@ class CaptionerAPI:
             merged = score_merge(
                 scored_row, score_results, editscore, self.scorer_id, family.reasoning_in_prompt
             )
-            scores = {s["candidate_id"]: s for s in json.loads(merged["scores"])}
+            scores = {s["candidate_id"]: s for s in merged["scores"]}
             score_s = time.perf_counter() - captioned
         return InstructionsResponse(
             request_id=request_id,

@@ -103,7 +103,7 @@ def _tally(shards: str) -> _Tally:
             t.flips.append(row["flip_verdict"])
         t.lint.update(json.loads(row.get("lint_findings") or "[]"))
         t.priorities.append((row["pair_id"], row["review_priority"]))
-        for s in json.loads(row["scores"] or "[]"):
+        for s in row["scores"] or []:
             if s["overall"] is None:
                 t.unparsed_scores += 1
             else:
@@ -152,9 +152,9 @@ def _write_datasets(
         if row["status"] == "quarantined":
             writers["quarantine"].add(_quarantined(row))
             continue
-        for c in json.loads(row["candidates"]):
+        for c in row["candidates"]:
             writers["candidates"].add(c)
-        for s in json.loads(row["scores"]):
+        for s in row["scores"]:
             writers["scores"].add(s)
         if row["status"] == "kept":
             writers["sft"].add(_sft_record(row, config.annotator.model))

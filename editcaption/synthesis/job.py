@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
+
+import pyarrow as pa
 
 from editcaption.engines import EngineResult
 from editcaption.engines.families import warn_if_reasoning_is_cut
 from editcaption.prompts.instruction import caption_expand, make_candidate
 from editcaption.prompts.scoring import best_score, score_expand, score_merge
+from editcaption.schema import pair_table
 from editcaption.synthesis.config import ChecksConfig, FilterConfig, SynthesisConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority
 
@@ -28,7 +32,7 @@ def caption_merge(
     row: dict[str, Any], results: list[EngineResult], model: str, reasoning_in_prompt: bool = False
 ) -> dict[str, Any]:
     candidates = [make_candidate(row["pair_id"], result, model, reasoning_in_prompt) for result in results]
-    return {**row, "candidates": json.dumps(candidates)}
+    return {**row, "candidates": candidates}
 
 
 # ---------------------------------------------------------------- decide
@@ -49,8 +53,8 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
     }
     if row["quarantine_reason"] is not None:
         return out
-    candidates = {c["candidate_id"]: c for c in json.loads(row["candidates"])}
-    scores = json.loads(row["scores"])
+    candidates = {c["candidate_id"]: c for c in row["candidates"]}
+    scores = row["scores"]
     best = best_score(scores)
     if best is None:
         reason = "no parsed candidate" if not scores else "no candidate's EditScore replies parsed"
@@ -71,7 +75,7 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
     by_candidate = {s["candidate_id"]: s["overall"] for s in scores}
     for cid, c in candidates.items():
         c["outcome"] = _outcome(c, by_candidate.get(cid), cid == out["best_candidate_id"], out["status"])
-    out["candidates"] = json.dumps(list(candidates.values()))
+    out["candidates"] = list(candidates.values())
     priority, reasons = review_priority(
         out["best_overall"],
         filt.min_overall,
@@ -124,6 +128,12 @@ def _outcome(candidate: dict[str, Any], overall: float | None, best: bool, statu
 # ---------------------------------------------------------------- the job
 
 
+def map_pairs(batch: pa.Table, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> pa.Table:
+    """`fn` on every pair row of a block, the rows going out as a `pair_table`: Ray's row-wise `map`
+    would infer candidates' and scores' types block by block, and unlike blocks fail to concatenate."""
+    return pair_table([fn(row) for row in batch.to_pylist()])
+
+
 def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
     """Run (or resume) the job into `config.output` and return its summary."""
     import functools
@@ -134,11 +144,11 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
     from editcaption.synthesis.finalize import finalize
     from editcaption.synthesis.shards import AtomicShardSink, done_pair_ids
 
+    shards_uri = config.output.rstrip("/") + "/pairs"
+    done = done_pair_ids(shards_uri)  # first: a folder of another shard format is refused before Ray starts
     init_ray(config.ray_address)
     warn_if_reasoning_is_cut(config.annotator, config.sampling, "annotator")
     started = time.time()
-    shards_uri = config.output.rstrip("/") + "/pairs"
-    done = done_pair_ids(shards_uri)
 
     pairs = read_pairs(config.input, format=config.format, limit=config.limit)
     if done:
@@ -172,7 +182,10 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
     else:
         captioned = annotator.apply_steps(pairs, [caption], batch, config.annotator.replicas)
         scored = make_engine(config.scorer).apply_steps(captioned, [score], batch, config.scorer.replicas)
-    decided = scored.map(functools.partial(decide, filt=config.filter, routing=config.routing), num_cpus=0.25)
+    decide_pair = functools.partial(decide, filt=config.filter, routing=config.routing)
+    decided = scored.map_batches(
+        functools.partial(map_pairs, fn=decide_pair), batch_format="pyarrow", num_cpus=0.25
+    )
     if config.checks.flip_consistency:
         from editcaption.checks.flip import FlipConsistencyCheck
 
@@ -183,7 +196,10 @@ def run_synthesis(config: SynthesisConfig) -> dict[str, Any]:
             batch_size=batch,
             replicas=config.annotator.replicas,
         ).apply(decided)
-    decided = decided.map(functools.partial(apply_check_flags, checks=config.checks), num_cpus=0.25)
+    flag_pair = functools.partial(apply_check_flags, checks=config.checks)
+    decided = decided.map_batches(
+        functools.partial(map_pairs, fn=flag_pair), batch_format="pyarrow", num_cpus=0.25
+    )
     decided = decided.repartition(target_num_rows_per_block=batch)
     decided.write_datasink(AtomicShardSink(shards_uri))
     return finalize(config, resumed_pairs=len(done), pipeline_seconds=time.time() - started)
