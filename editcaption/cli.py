@@ -108,9 +108,14 @@ def synthesize(
     """Stage 1: caption → EditScore → filter → route → SFT dataset, exports, review queue and report."""
     from editcaption.progress import run_synthesis_job
     from editcaption.synthesis.config import SynthesisConfig
+    from editcaption.synthesis.shards import ShardFormatError
 
     cfg = _load(config, SynthesisConfig, {"input": input, "output": output, "limit": limit}, set_)
-    summary, log_path = run_synthesis_job(cfg, verbose=verbose)
+    try:
+        summary, log_path = run_synthesis_job(cfg, verbose=verbose)
+    except ShardFormatError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
     keys = ("pairs", "kept", "filtered", "quarantined", "routed_to_review", "seconds", "pairs_per_s")
     console.print_json(json.dumps({k: summary[k] for k in keys}))
     console.print(f"outputs and report.md in {cfg.output}" + (f"; log: {log_path}" if log_path else ""))

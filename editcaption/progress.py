@@ -180,9 +180,10 @@ def run_synthesis_job(cfg: Any, verbose: bool = False, job: str = "synthesize") 
 
     from editcaption.joblog import job_output, log_path_for
     from editcaption.synthesis.job import run_synthesis
+    from editcaption.synthesis.shards import ShardFormatError
 
     total = count_pairs(cfg.input, cfg.format, cfg.limit)
-    with job_output(log_path_for(cfg.output, job), verbose) as log:
+    with job_output(log_path_for(cfg.output, job), verbose, expected=(ShardFormatError,)) as log:
         try:
             if verbose:
                 summary = run_synthesis(cfg)

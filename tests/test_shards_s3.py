@@ -8,7 +8,13 @@ import pytest
 from object_store import moto_s3_server
 
 from editcaption.io.fs import open_fs
-from editcaption.synthesis.shards import commit_shard, committed_shards, done_pair_ids
+from editcaption.synthesis.shards import (
+    FORMAT_KEY,
+    SHARD_FORMAT,
+    commit_shard,
+    committed_shards,
+    done_pair_ids,
+)
 
 pytestmark = pytest.mark.slow  # starts a server
 
@@ -34,5 +40,5 @@ def _parquet(pair_ids: list[str]) -> bytes:
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"pair_id": pair_ids}), sink)
+    pq.write_table(pa.table({"pair_id": pair_ids}).replace_schema_metadata({FORMAT_KEY: SHARD_FORMAT}), sink)
     return sink.getvalue().to_pybytes()

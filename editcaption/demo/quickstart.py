@@ -281,9 +281,10 @@ def quickstart_command(
     pairs; the kept instructions are graded, and the commands that take this output further printed.
     """
     from editcaption.config import ConfigError
+    from editcaption.synthesis.shards import ShardFormatError
 
     try:
         run_quickstart(config, out, world_pairs, resume=resume, verbose=verbose)
-    except (ConfigError, FileExistsError) as e:
+    except (ConfigError, FileExistsError, ShardFormatError) as e:
         Console(stderr=True).print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
