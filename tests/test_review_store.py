@@ -220,6 +220,32 @@ def test_import_from_review_queue(tmp_path: Path) -> None:
             import_tasks(store, queue, "judge", project="run", annotators=[])
 
 
+def test_imported_candidates_rank_as_synthesis_picks_its_best(tmp_path: Path) -> None:
+    """Equal overall scores: the candidate with the higher semantic consistency comes first, as
+    `best_score` picks it; an unscored candidate comes last. A sort on overall alone keeps file order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from review_servers import write_review_queue
+
+    from editcaption.prompts.scoring import best_score
+    from editcaption.review.importers import import_tasks
+
+    queue = write_review_queue(tmp_path / "review_queue.parquet", 1)
+    (row,) = pq.read_table(queue).to_pylist()
+    low, high = row["scores"]  # candidate 0 (SC 3.0), candidate 1 (SC 7.5)
+    row["scores"] = [{**low, "overall": 6.0, "semantic_consistency": 9.0}, {**high, "overall": 6.0}]
+    third = {**row["candidates"][0], "candidate_id": "pair-00000:2", "instruction": "Make the square red."}
+    row["candidates"] = [row["candidates"][1], third, row["candidates"][0]]
+    pq.write_table(pa.Table.from_pylist([row], schema=pq.read_schema(queue)), queue)
+    with Store(f"sqlite:///{tmp_path / 'r.db'}", hasher=CHEAP) as store:
+        store.add_user("ann", "ann-password")
+        import_tasks(store, queue, "refine", project="run", annotators=["ann"])
+        (task,) = store.items("refine")
+    ranked = [c["candidate_id"] for c in task["payload"]["candidates"]]
+    assert ranked == ["pair-00000:0", "pair-00000:1", "pair-00000:2"]
+    assert ranked[0] == best_score(row["scores"])["candidate_id"]
+
+
 def test_audit_log_is_append_only(store_url: str, tmp_path: Path) -> None:
     """Database triggers refuse to change or delete an audit entry, on SQLite and on PostgreSQL."""
     with Store(store_url, hasher=CHEAP, audit_file=tmp_path / "audit.jsonl") as store:

@@ -87,11 +87,19 @@ def edited_for_scoring(source: bytes, edited: bytes) -> bytes:
     return encode_png(out.resize(src.size))
 
 
+def score_rank(score: dict[str, Any] | None) -> tuple[bool, float, float]:
+    """Sort key of a candidate's score row, higher is better: scored before unscored (no row, or no
+    parsed reply), then overall, ties broken by semantic consistency."""
+    if score is None or score.get("overall") is None:
+        return (False, 0.0, 0.0)
+    return (True, score["overall"], score["semantic_consistency"] or 0.0)
+
+
 def best_score(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The best candidate's score row: highest overall, ties broken by semantic consistency; None when
-    no candidate's replies parsed. The one rule synthesis's filter and Serve's `instruction` both use."""
+    """The best candidate's score row by `score_rank`; None when no candidate's replies parsed. The one
+    rule synthesis's filter, Serve's `instruction` and review import's candidate order all use."""
     scored = [s for s in scores if s.get("overall") is not None]
-    return max(scored, key=lambda s: (s["overall"], s["semantic_consistency"] or 0.0), default=None)
+    return max(scored, key=score_rank, default=None)
 
 
 def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:

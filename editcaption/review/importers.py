@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from editcaption.prompts.scoring import score_rank
 from editcaption.review.seed import judge_item_key
 from editcaption.review.store import NewItem, Store
 from editcaption.review.tasks import TASK_KINDS
@@ -134,24 +135,24 @@ def _from_queue(path: Path, kind: str, project: str, benchmark: str, skipped: Co
 
 
 def _scored_candidates(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Parsed candidates with their scores, best overall first (unscored last)."""
+    """Parsed candidates with their scores, best first by synthesis's rule (`score_rank`), unscored last."""
     scores = {s["candidate_id"]: s for s in row["scores"] or []}
+    parsed = [c for c in row["candidates"] or [] if c["instruction"]]
+    ranked = sorted(parsed, key=lambda c: score_rank(scores.get(c["candidate_id"])), reverse=True)
     out = []
-    for c in row["candidates"] or []:
-        if not c.get("instruction"):
-            continue
+    for c in ranked:
         s = scores.get(c["candidate_id"], {})
         out.append(
             {
                 "candidate_id": c["candidate_id"],
                 "instruction": c["instruction"],
-                "model": c.get("model"),
+                "model": c["model"],
                 "semantic_consistency": _round(s.get("semantic_consistency")),
                 "perceptual_quality": _round(s.get("perceptual_quality")),
                 "overall": _round(s.get("overall")),
             }
         )
-    return sorted(out, key=lambda c: -(c["overall"] if c["overall"] is not None else -1))
+    return out
 
 
 def _from_pairs(
