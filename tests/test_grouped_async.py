@@ -66,7 +66,7 @@ def _call(seconds: dict[str, float]) -> AsyncGroupedCall:
 def test_each_row_starts_its_next_round_without_waiting_for_the_batch() -> None:
     call = _call({"fast": 0.02, "slow": 0.3})
     batch = pa.table({"name": ["slow", "fast"]})
-    out = asyncio.run(call(batch))
+    out = asyncio.run(call(batch)).to_pydict()
     assert out["name"] == ["slow", "fast"]  # rows come back in order
     assert out["captions"] == ["answer to slow:c0|answer to slow:c1", "answer to fast:c0|answer to fast:c1"]
     assert out["score"] == ["answer to slow:s0", "answer to fast:s0"]
@@ -79,7 +79,7 @@ def test_each_row_starts_its_next_round_without_waiting_for_the_batch() -> None:
 
 def test_busy_seconds_add_up_to_the_time_the_engine_had_work() -> None:
     call = _call({"a": 0.1, "b": 0.15})
-    out = asyncio.run(call(pa.table({"name": ["a", "b"]})))
+    out = asyncio.run(call(pa.table({"name": ["a", "b"]}))).to_pydict()
     charged = sum(out["caption_s"]) + sum(out["score_s"])
     # Requests overlapped (two rows, two rounds each): the charges add up to the time the engine had
     # work, not to the summed request durations that per-request timing would report.
