@@ -79,15 +79,12 @@ def caption(
     set_: _SET = None,
 ) -> None:
     """Write instruction candidates for image pairs with one engine (no scoring); quarantine bad pairs."""
+    from editcaption.ray_setup import shutdown_if_started
     from editcaption.synthesis.caption import CaptionJobConfig, run_caption_job
 
     cfg = _load(config, CaptionJobConfig, {"input": input, "output": output, "limit": limit}, set_)
-    try:
+    with shutdown_if_started():
         summary = run_caption_job(cfg)
-    finally:
-        import ray
-
-        ray.shutdown()
     console.print_json(json.dumps(summary))
 
 

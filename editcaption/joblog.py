@@ -114,15 +114,12 @@ def run_job(
     expected: tuple[type[BaseException], ...] = (),
 ) -> tuple[T, Path | None]:
     """`job()` with its output in `log_path` and a spinner saying `status` on the terminal (everything
-    on the terminal with `verbose`); Ray is shut down inside, so its exit messages are captured too.
-    Returns (what `job` returned, the log path or None)."""
-    import ray
+    on the terminal with `verbose`); a Ray the job started is shut down inside, so its exit messages
+    are captured too. Returns (what `job` returned, the log path or None)."""
+    from editcaption.ray_setup import shutdown_if_started
 
-    with job_output(log_path, verbose, expected) as log:
-        try:
-            if verbose:
-                return job(), None
-            with log.console.status(f"{status} (log: {log_path})"):
-                return job(), log.path
-        finally:
-            ray.shutdown()
+    with job_output(log_path, verbose, expected) as log, shutdown_if_started():
+        if verbose:
+            return job(), None
+        with log.console.status(f"{status} (log: {log_path})"):
+            return job(), log.path

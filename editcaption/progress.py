@@ -175,21 +175,19 @@ def count_pairs(uri: str, format: str = "auto", limit: int | None = None) -> int
 def run_synthesis_job(cfg: Any, verbose: bool = False, job: str = "synthesize") -> tuple[dict[str, Any], Any]:
     """`run_synthesis(cfg)` with its output (ours, Ray's, vLLM's) in `<output>/logs/<job>.log` and one
     progress line on the terminal; `verbose` prints everything instead. Returns (summary, log path or
-    None). Ray is shut down inside the capture, so its exit messages land in the log too."""
-    import ray
-
+    None). A Ray the job started is shut down inside the capture, so its exit messages land in the log
+    too."""
     from editcaption.joblog import job_output, log_path_for
+    from editcaption.ray_setup import shutdown_if_started
     from editcaption.synthesis.job import run_synthesis
     from editcaption.synthesis.shards import ShardFormatError
 
     total = count_pairs(cfg.input, cfg.format, cfg.limit)
-    with job_output(log_path_for(cfg.output, job), verbose, expected=(ShardFormatError,)) as log:
-        try:
-            if verbose:
+    log_path = log_path_for(cfg.output, job)
+    with job_output(log_path, verbose, expected=(ShardFormatError,)) as log, shutdown_if_started():
+        if verbose:
+            summary = run_synthesis(cfg)
+        else:
+            with SynthesisProgress(cfg.output, total, log.console):
                 summary = run_synthesis(cfg)
-            else:
-                with SynthesisProgress(cfg.output, total, log.console):
-                    summary = run_synthesis(cfg)
-        finally:
-            ray.shutdown()
     return summary, log.path

@@ -55,6 +55,20 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 @contextlib.contextmanager
+def shutdown_if_started() -> Iterator[None]:
+    """Shut Ray down after the block only if it was not running before: a command ends the Ray it
+    started, and leaves alone one its caller (a notebook, a test session) had running."""
+    import ray
+
+    running = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not running:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
 def _redacted_entrypoint() -> Iterator[None]:
     """While Ray starts, the command line it records as the job's entrypoint has its secrets masked.
     Ray 2.60 reads it through `ray._private.utils.get_entrypoint_name`; should that move, Ray records

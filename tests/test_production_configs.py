@@ -71,6 +71,7 @@ def ray_session() -> Iterator[None]:
 
     saved = {k: os.environ.get(k) for k in ("GLM_API_KEY", "GEMINI_API_KEY")}
     os.environ.update(GLM_API_KEY="standin-glm-key", GEMINI_API_KEY="standin-judge-key")
+    ray.shutdown()  # the session's shared Ray, if running, lacks these keys in its environment
     init_ray()
     yield
     ray.shutdown()

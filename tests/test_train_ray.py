@@ -51,18 +51,6 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray for the in-process runs of this module."""
-    import ray
-
-    from editcaption.ray_setup import init_ray
-
-    init_ray()
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def sft_parquet(tmp_path_factory, sample_pairs_dir) -> Path:
     path = tmp_path_factory.mktemp("sft-data") / "sft.parquet"
     pq.write_table(pa.Table.from_pylist(records(sample_pairs_dir), schema=SFTRecord.arrow_schema()), path)
@@ -96,7 +84,7 @@ def assert_checkpoints(cfg, steps: list[int], ranks: int = 2) -> None:
     assert len(shards) == ranks
 
 
-def test_sft_zero3_two_workers_then_vllm_generates(tmp_path, ray_local, tiny_model, sft_parquet):
+def test_sft_zero3_two_workers_then_vllm_generates(tmp_path, ray_shared, tiny_model, sft_parquet):
     cfg = SFTJobConfig(
         **job(tmp_path, tiny_model, sft_parquet, "sft-full", augment_mirrored=True, report_to=["tensorboard"])
     )
@@ -155,7 +143,7 @@ def _vllm_generate(model: Path, workdir: Path):
         shutdown_llm(llm)
 
 
-def test_lora_adapter_merged_into_a_model_transformers_loads(tmp_path, ray_local, tiny_model, sft_parquet):
+def test_lora_adapter_merged_into_a_model_transformers_loads(tmp_path, ray_shared, tiny_model, sft_parquet):
     cfg = SFTJobConfig(
         **job(tmp_path, tiny_model, sft_parquet, "sft-lora", finetune="lora", lora={"r": 4, "alpha": 8})
     )
@@ -175,7 +163,7 @@ def test_lora_adapter_merged_into_a_model_transformers_loads(tmp_path, ray_local
 
 
 def test_moe_zero3_with_leaf_modules_saves_the_published_layout(
-    tmp_path, ray_local, tiny_moe_model, sft_parquet
+    tmp_path, ray_shared, tiny_moe_model, sft_parquet
 ):
     cfg = SFTJobConfig(**job(tmp_path, tiny_moe_model, sft_parquet, "sft-moe", router_aux_loss_coef=0.01))
     result = run_sft(cfg)
@@ -194,7 +182,7 @@ def test_moe_zero3_with_leaf_modules_saves_the_published_layout(
     assert torch.equal(loaded.transpose(1, 2), after[name])
 
 
-def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_local, tiny_model, sample_pairs_dir):
+def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_shared, tiny_model, sample_pairs_dir):
     """With the reference precomputed: a Ray Data pass stores its log-probs, the workers hold no
     reference model (tests/test_reference.py checks the numbers against TRL's)."""
     data = tmp_path / "prefs.parquet"
@@ -233,7 +221,7 @@ def test_hae_dpo_zero3_with_hard_negatives(tmp_path, ray_local, tiny_model, samp
 
 @pytest.mark.timeout(900)
 @pytest.mark.ci_extra  # `make test-extra`: 73 s, beyond CI's budget
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_local, tiny_model, sft_parquet):
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, ray_shared, tiny_model, sft_parquet):
     """SIGKILL the driver and its Ray processes after the second checkpoint; a rerun without `--resume`
     is refused, and the resumed run (here in-process, on this module's Ray) continues at step 2
     rather than restarting."""

@@ -196,6 +196,7 @@ def import_cmd(
     limit: Annotated[int | None, typer.Option(help="Import at most this many items.")] = None,
 ) -> None:
     """Import tasks and assign each to k annotators (importing the same items again adds nothing)."""
+    from editcaption.ray_setup import shutdown_if_started
     from editcaption.review.importers import import_tasks
     from editcaption.review.store import Store, StoreError
 
@@ -203,7 +204,7 @@ def import_cmd(
         _fail(f"--from {source} does not exist")
     name = project or (source.parent.name if source.is_file() else source.resolve().name)
     try:
-        with Store(store) as s:
+        with Store(store) as s, shutdown_if_started():
             people = (
                 [a.strip() for a in annotators.split(",") if a.strip()]
                 if annotators
@@ -223,11 +224,6 @@ def import_cmd(
             )
     except (StoreError, ValueError) as exc:
         _fail(str(exc))
-    finally:
-        if "ray" in sys.modules:
-            import ray
-
-            ray.shutdown()
     typer.echo(
         f"project {name}: {summary.items} {kind} items ({summary.new_items} new), "
         f"{summary.assignments} new assignments; skipped {dict(summary.skipped) or 'none'}"
