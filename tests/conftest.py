@@ -52,18 +52,22 @@ def tiny_family_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str
 
 
 @pytest.fixture(scope="session")
-def ray_shared():
-    """One local Ray for every in-process job of the session (a start costs 5-10 s): jobs and commands
-    leave a Ray they did not start running (`ray_setup.shutdown_if_started`). A module that needs a Ray
-    of its own (other resources, other environment) shuts this one down first; the next job then starts
-    a fresh one, which this fixture stops at the end of the session."""
+def _ray_until_session_end():
+    yield
     import ray
 
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_shared(_ray_until_session_end):
+    """One local Ray for every in-process job of the session (a start costs 5-10 s): jobs and commands
+    leave a Ray they did not start running (`ray_setup.shutdown_if_started`). A module that needs a Ray
+    of its own (other resources, other environment) shuts the shared one down first; the next module
+    that asks for this fixture starts it again, and the session's end stops it."""
     from editcaption.ray_setup import init_ray
 
     init_ray()
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")
