@@ -37,9 +37,8 @@ MARKER_ENV = "EDITCAPTION_LOCAL_CLUSTER"
 NODE_ENV = "EDITCAPTION_LOCAL_NODE"
 HEAD = "head"
 START_ATTEMPTS = 3
-START_TIMEOUT_S = (
-    600  # one `ray start` (a CPU-starved head took minutes); one that hangs is ended and retried
-)
+# One `ray start` (a CPU-starved head took minutes); one that hangs is ended and retried.
+START_TIMEOUT_S = 600
 # A busy shared machine (CI beside a training run) starts processes slowly: Ray's defaults for the
 # dashboard to come up, a raylet to register with the GCS and a worker process with its raylet ran out
 # there. Worker processes start when work needs them, not one idle one per logical CPU at start-up.
