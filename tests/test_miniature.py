@@ -20,7 +20,9 @@ from editcaption.demo.records import (
     PERCEPTUAL_REPLY,
     SEVERITY_SCORES,
     VERDICTS,
+    marked_edit,
     preference_records,
+    scorer_contrast_conversations,
     scorer_conversations,
     semantic_reply,
 )
@@ -111,7 +113,8 @@ def _scored(pair, draft) -> Score | None:
     if draft is None:
         return None
     variant = next((v for v in pair.variants if v.text == draft), None)
-    reply = semantic_reply(variant.kind, variant.severity) if variant else semantic_reply(None, None)
+    kind, severity = (variant.kind, variant.severity) if variant else (None, None)
+    reply = semantic_reply(pair.instruction, kind, severity)
     return aggregate_editscore(pair.pair_id, "0", "rule", [reply], [PERCEPTUAL_REPLY], 25)
 
 
@@ -187,7 +190,8 @@ def test_scorer_conversations_teach_verdicts_and_scores_by_severity():
         else:  # another pair's instruction
             kind, severity = "unrelated", "critical"
         assert reply == (SEVERITY_SCORES[severity], 25)
-        assert json.loads(text)["reasoning"] == VERDICTS[kind]
+        seen_edit = pair.instruction if kind is None else marked_edit(pair.instruction, candidate)
+        assert json.loads(text)["reasoning"] == f"{seen_edit} {VERDICTS[kind]}"
         seen.add(kind)
     assert {None, "unrelated", "direction_flipped", "colour_replaced"} <= seen
     assert (
@@ -196,6 +200,54 @@ def test_scorer_conversations_teach_verdicts_and_scores_by_severity():
         > SEVERITY_SCORES["major"]
         > SEVERITY_SCORES["critical"]
     )
+
+
+def test_marked_edit_names_the_one_word_a_candidate_changed():
+    """The scorer's reasoning marks a one-word change where it stands; any other candidate leaves the
+    edit as the images show it."""
+    edit = "Move the red circle to the viewer's left."
+    assert marked_edit(edit, "Move the red circle to the viewer's right.") == (
+        "Move the red circle to the viewer's left, not right."
+    )
+    assert marked_edit("Change the red square to green.", "Change the blue square to green.") == (
+        "Change the red, not blue square to green."
+    )
+    assert marked_edit(edit, edit) == edit  # nothing changed
+    assert marked_edit(edit, "Move the red circle left.") == edit  # another length
+    assert marked_edit(edit, "Move the blue circle to the viewer's right.") == edit  # two words
+
+
+def test_contrast_rows_ask_the_same_text_of_a_pair_and_its_mirror():
+    """Rows only the images decide: a reversed direction is wrong for the pair and right for its
+    mirror image, with the edit the images show said first; a reversed zoom is wrong for both."""
+    pairs = list(generate(400, WorldConfig(seed=6)))
+    rows = scorer_contrast_conversations(pairs, seed=2, regular_share=0.25)
+    assert len(rows) == len(pairs)
+    by_id = {p.pair_id: p for p in pairs} | {mirrored(p).pair_id: mirrored(p) for p in pairs}
+    outcomes = set()
+    for r in rows:
+        if len(r["images"]) == 1:
+            continue
+        shown = by_id[r["pair_id"]]
+        user = r["messages"][1]["content"][2]["text"]
+        candidate = user.split("<instruction>")[1].split("</instruction>")[0]
+        reply = json.loads(r["messages"][-1]["content"][0]["text"])
+        assert reply["reasoning"].startswith(marked_edit(shown.instruction, candidate) + " ")
+        if candidate == shown.instruction:
+            assert reply["score"] == [SEVERITY_SCORES[None], 25], r["pair_id"]
+            outcomes.add(("right", shown.pair_id.endswith("-mirrored")))
+        else:
+            variant = next((v for v in shown.variants if v.text == candidate), None)
+            if variant is None:  # another pair's instruction, from the regular share
+                assert reply["score"] == [SEVERITY_SCORES["critical"], 25]
+                continue
+            assert reply["score"] == [SEVERITY_SCORES[variant.severity], 25], r["pair_id"]
+            if shown.pair_id.endswith("-mirrored"):
+                outcomes.add(("wrong", variant.kind))
+    # the mirror makes a flipped text right; a reversed zoom stays wrong in the mirror
+    assert {("right", True), ("right", False), ("wrong", "zoom_reversed")} <= outcomes
+    mirrored_rows = [r for r in rows if r["pair_id"].endswith("-mirrored")]
+    assert 0.1 < len(mirrored_rows) / len(rows) < 0.4, len(mirrored_rows)
 
 
 def test_report_table_and_plot(tmp_path):

@@ -68,7 +68,7 @@ def demo_command(
     ] = 600,
     scorer_steps: Annotated[
         int, typer.Option(min=0, help="With --retrain: scorer steps from the world model (0: no scorer).")
-    ] = 800,
+    ] = 900,
 ) -> None:
     """Annotator drafts → scorer filters → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:

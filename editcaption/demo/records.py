@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from editcaption.checks.hard_negatives import variant_pairs
-from editcaption.demo.world import WorldPair, describe, images, render
+from editcaption.demo.world import WorldPair, describe, images, mirrored, render
 from editcaption.prompts.editscore import perceptual_quality_messages, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages
 from editcaption.schema import PreferencePair, SFTRecord
@@ -39,35 +39,60 @@ DEFAULT_RULES = {
 }
 
 
-# What the miniature scorer answers to the EditScore semantic-consistency prompt: a verdict on the
-# candidate (its reasoning), then edit success by the severity of the candidate's error (None: the
-# canonical instruction) and over-editing always full (an instruction never changes what the target
-# shows). A verdict is a check of the candidate against the images, which is what a reward model does
-# and is easier to learn than writing the instruction itself.
+# What the miniature scorer answers to the EditScore semantic-consistency prompt: its reasoning says
+# what the edit is (the pair's canonical instruction), then its verdict on the candidate; then edit
+# success by the severity of the candidate's error (None: the canonical instruction) and over-editing
+# always full (an instruction never changes what the target shows). Saying the edit first turns the
+# verdict into a comparison of two texts: trained on the verdict alone, the scorer judged the words and
+# passed reversed directions (docs/miniature.md). Every verdict starts with "The" because the world
+# models' tokenizer knows no other capital after a space.
 SEVERITY_SCORES: dict[str | None, int] = {None: 25, "minor": 18, "major": 10, "critical": 3}
 VERDICTS: dict[str | None, str] = {
     None: "The instruction describes the edit.",
     "direction_flipped": "The direction is reversed.",
     "direction_removed": "The direction is missing.",
-    "frame_dropped": "It does not say whose left or right.",
-    "frame_swapped": "It names the wrong frame of reference.",
-    "camera_as_object": "It tells a camera move as objects moving.",
-    "colour_replaced": "It names the wrong colour.",
-    "colour_removed": "It leaves out the colour.",
-    "size_replaced": "It names the wrong size change.",
-    "size_removed": "It leaves out the size change.",
+    "frame_dropped": "The instruction does not say whose left or right.",
+    "frame_swapped": "The instruction names the wrong frame of reference.",
+    "camera_as_object": "The instruction tells a camera move as objects moving.",
+    "colour_replaced": "The instruction names the wrong colour.",
+    "colour_removed": "The instruction leaves out the colour.",
+    "size_replaced": "The instruction names the wrong size change.",
+    "size_removed": "The instruction leaves out the size change.",
     "zoom_reversed": "The zoom is reversed.",
-    "half_described": "It describes only part of the edit.",
-    "unrelated": "It describes a different edit.",
+    "half_described": "The instruction describes only part of the edit.",
+    "unrelated": "The instruction describes a different edit.",
 }
 UNRELATED_SEVERITY = "critical"  # another pair's instruction: nothing it says is this edit
 PERCEPTUAL_REPLY = json.dumps({"reasoning": "A clean render with no flaws.", "score": [25, 25]})
 
 
-def semantic_reply(variant_kind: str | None, severity: str | None) -> str:
-    """The scorer's EditScore reply for a candidate that is the canonical instruction (None, None), a
+def marked_edit(edit: str, candidate: str) -> str:
+    """The edit as the images show it, with the one word a same-length candidate changed marked where it
+    stands ("... left, not right."): the scorer compares word by word as it writes, instead of comparing
+    two whole sentences at its verdict (which it did not learn: it wrote the right direction and still
+    passed a reversed one)."""
+    ours, theirs = edit.split(" "), candidate.split(" ")
+    differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b]
+    if len(ours) != len(theirs) or len(differ) != 1:
+        return edit
+    i = differ[0]
+    end = "." if ours[i].endswith(".") and theirs[i].endswith(".") else ""
+    ours[i] = f"{ours[i].removesuffix(end)}, not {theirs[i].removesuffix(end)}{end}"
+    return " ".join(ours)
+
+
+def semantic_reply(
+    edit: str | None, variant_kind: str | None, severity: str | None, candidate: str | None = None
+) -> str:
+    """The scorer's EditScore reply, given the edit the images show (`edit`, the canonical instruction;
+    None: the verdict alone), for a `candidate` that is the canonical instruction (None, None), a
     labelled variant of that kind and severity, or another pair's instruction (`unrelated`)."""
-    return json.dumps({"reasoning": VERDICTS[variant_kind], "score": [SEVERITY_SCORES[severity], 25]})
+    if edit is None:
+        reasoning = VERDICTS[variant_kind]
+    else:
+        seen = marked_edit(edit, candidate) if candidate else edit
+        reasoning = f"{seen} {VERDICTS[variant_kind]}"
+    return json.dumps({"reasoning": reasoning, "score": [SEVERITY_SCORES[severity], 25]})
 
 
 class NoiseConfig(BaseModel):
@@ -161,13 +186,14 @@ def scorer_conversations(
             prompt, images, reply = perceptual_quality_messages(), [target], PERCEPTUAL_REPLY
         else:
             if draw < perceptual_share + canonical_share or not pair.variants:
-                candidate, reply = pair.instruction, semantic_reply(None, None)
+                candidate, reply = pair.instruction, semantic_reply(pair.instruction, None, None)
             elif draw < perceptual_share + canonical_share + unrelated_share:
                 candidate = _unrelated(pair, pairs, rng)
-                reply = semantic_reply("unrelated", UNRELATED_SEVERITY)
+                reply = semantic_reply(pair.instruction, "unrelated", UNRELATED_SEVERITY, candidate)
             else:
                 variant = rng.choice(pair.variants)
-                candidate, reply = variant.text, semantic_reply(variant.kind, variant.severity)
+                candidate = variant.text
+                reply = semantic_reply(pair.instruction, variant.kind, variant.severity, candidate)
             prompt, images = semantic_consistency_messages(candidate), [source, target]
         answer = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
         rows.append(
@@ -177,6 +203,54 @@ def scorer_conversations(
                 "messages": [*prompt, answer],
             }
         )
+    return rows
+
+
+def scorer_contrast_conversations(
+    pairs: list[WorldPair], seed: int = 0, regular_share: float = 0.25
+) -> list[dict]:
+    """EditScore rows in which only the images tell right from wrong: for a pair with a critical variant
+    (a reversed direction or zoom), a third each of the canonical instruction (right), the variant
+    (critical) and the variant asked of the pair's mirror image, where a left/right flip is the mirror's
+    own instruction (right) and any other variant stays wrong. Trained from mixed rows alone, the scorer
+    judged the words and passed reversed directions (canonical ranked above critical variants on 0.19
+    of pairs); the same text right for one image and wrong for its mirror cannot be judged from words.
+    `regular_share` of the rows (and every pair without a critical variant) are `scorer_conversations`
+    rows, so the other verdicts are not forgotten."""
+    rng = random.Random(seed)
+    contrast, regular = [], []
+    for pair in pairs:
+        critical = [v for v in pair.variants if v.severity == "critical"]
+        (contrast if critical and rng.random() >= regular_share else regular).append(pair)
+    rows = scorer_conversations(regular, seed=seed) if regular else []
+    for pair in contrast:
+        variant = rng.choice([v for v in pair.variants if v.severity == "critical"])
+        draw = rng.random()
+        if draw < 1 / 3:
+            shown, candidate = pair, pair.instruction
+            reply = semantic_reply(pair.instruction, None, None)
+        elif draw < 2 / 3:
+            shown, candidate = pair, variant.text
+            reply = semantic_reply(pair.instruction, variant.kind, variant.severity, candidate)
+        else:
+            shown, candidate = mirrored(pair), variant.text
+            wrong = candidate != shown.instruction
+            reply = semantic_reply(
+                shown.instruction,
+                variant.kind if wrong else None,
+                variant.severity if wrong else None,
+                candidate,
+            )
+        source, target = png_pair(shown)
+        answer = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
+        rows.append(
+            {
+                "pair_id": shown.pair_id,
+                "images": [{"bytes": source, "path": None}, {"bytes": target, "path": None}],
+                "messages": [*semantic_consistency_messages(candidate), answer],
+            }
+        )
+    rng.shuffle(rows)
     return rows
 
 

@@ -9,7 +9,8 @@ the committed weights (`editcaption/data/miniature/{annotator,scorer}`).
 2. Annotator: the world model trained further on instructions with injected, systematic orientation,
    viewpoint and attribute errors (`records.NoiseConfig`): a strong VLM that knows the scene but errs.
 3. Scorer: the world model (not the annotator: its mistakes would be the scorer's) trained on the
-   EditScore prompts (`records.scorer_conversations`): a verdict on the candidate, then scores.
+   EditScore prompts: the edit it sees, a verdict on the candidate, then scores; half of the rows are
+   ones that only the images decide (`records.scorer_contrast_conversations`).
 
 The finished models are measured on the `test` split; the cards beside the weights (bfloat16) hold
 the curve, the measurements, the seeds and the time. With a `work_dir` a retrain that was cut off
@@ -31,7 +32,7 @@ from editcaption.demo.grading import summarize
 from editcaption.demo.pipeline import DemoConfig, filter_passes, filter_quality, scorer_ranking
 from editcaption.demo.records import (
     NoiseConfig,
-    scorer_conversations,
+    scorer_contrast_conversations,
     world_conversations,
     write_conversations,
 )
@@ -120,9 +121,17 @@ class RetrainConfig(BaseModel):
     noise: NoiseConfig = Field(default_factory=NoiseConfig, description="Injected label errors.")
     model: WorldModelConfig = Field(default_factory=WorldModelConfig)
     scorer_steps: int = Field(
-        800, ge=0, description="Scorer optimizer steps from the world model; 0: no scorer."
+        900, ge=0, description="Scorer optimizer steps from the world model; 0: no scorer."
     )
     scorer_learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate of the scorer's run.")
+    scorer_contrast_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of the scorer's pairs asked as rows that only the images decide "
+        "(`records.scorer_contrast_conversations`: a reversed direction or zoom asked of the pair and "
+        "of its mirror image); the rest are `records.scorer_conversations` rows.",
+    )
     work_dir: str | None = Field(
         None,
         description="Scratch folder for data and checkpoints; null: a temp folder. Run again with the same "
@@ -297,7 +306,10 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         scorer_pairs = list(
             generate(cfg.scorer_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 7), prefix="scorer")
         )
-        data = write_conversations(scorer_conversations(scorer_pairs, seed=cfg.seed), work / "scorer.parquet")
+        rows = scorer_contrast_conversations(
+            scorer_pairs, seed=cfg.seed, regular_share=1 - cfg.scorer_contrast_share
+        )
+        data = write_conversations(rows, work / "scorer.parquet")
         job = _job(
             cfg, work, "scorer", world, data, cfg.scorer_steps, cfg.scorer_learning_rate, 20, decay=True
         )
@@ -306,7 +318,8 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         cards["scorer"] = write_card(
             scorer,
             {
-                "what": "miniature EditScore scorer (the world model trained on the EditScore prompts)",
+                "what": "miniature EditScore scorer (the world model trained on the EditScore prompts, "
+                "half of them rows that only the images decide)",
                 "seed": cfg.seed,
                 "train_metrics": result.get("metrics"),
                 "train_seconds": round(_seconds(result), 1),

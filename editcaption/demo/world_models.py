@@ -56,7 +56,7 @@ def _corpus() -> list[str]:
             lines += [p.instruction, *(v.text for v in p.variants)]
             for message in semantic_consistency_messages(p.instruction):
                 lines += [part["text"] for part in message["content"] if part["type"] == "text"]
-    lines += [PERCEPTUAL_REPLY, *(semantic_reply(kind, None) for kind in VERDICTS)]
+    lines += [PERCEPTUAL_REPLY, *(semantic_reply(None, kind, None) for kind in VERDICTS)]
     for message in perceptual_quality_messages():
         lines += [part["text"] for part in message["content"] if part["type"] == "text"]
     rng = random.Random(0)
