@@ -24,21 +24,24 @@ from editcaption.demo.world import split_pairs
 STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "miniature" / "study.json"
 
 # label (as in study.json's differences): (model a, model b, metric, threshold on metric(a) - metric(b)).
-# Metrics: 'exact' or an error type (share of the 200 test pairs). Every claim whose interval excludes
-# zero in the favourable direction, with the study's five seeds in the comment (5 Dec, this machine).
+# Metrics: 'exact' or an error type (share of the 200 test pairs), 'pref:<type>' (share of that type's
+# labelled variants found at least as likely as the canonical instruction). Every claim whose interval
+# excludes zero in the favourable direction, with the study's five seeds in the comment (6 Dec, this
+# machine).
 # Threshold: half the worst seed, except where half the worst seed is one or two pairs of 200 — there
 # the claim is "no worse" (0), since a CPU's float order alone moved a seed by a few pairs before.
 CLAIMS: dict[str, tuple[str, str, str, float]] = {
-    # 0.070 on every seed: SFT's refined and filtered data drop the annotator's viewpoint mistakes.
-    "viewpoint errors: annotator - sft": ("annotator", "sft", "viewpoint", 0.035),
-    # 0.065, 0.060, 0.065, 0.070, 0.060.
-    "attribute errors: annotator - sft": ("annotator", "sft", "attribute", 0.03),
-    # 0.030, 0.010, 0.075, 0.035, 0.070: the orientation errors SFT keeps (the filter passes them) are
-    # cut by HAE-DPO...
-    "orientation errors: sft - sft+hae-dpo": ("sft", "sft+hae-dpo", "orientation", 0.0),
-    # ... and by plain DPO as much (0.030, 0.025, 0.075, 0.035, 0.065; HAE - DPO: -0.002 [-0.012, 0.008]).
-    "orientation errors: sft - sft+dpo": ("sft", "sft+dpo", "orientation", 0.0),
+    # 0.070, 0.065, 0.070, 0.070, 0.070: the filter and the refined pairs drop the annotator's
+    # viewpoint mistakes from SFT's data.
+    "viewpoint errors: annotator - sft": ("annotator", "sft", "viewpoint", 0.03),
+    # 0.055, 0.060, 0.065, 0.075, 0.070.
+    "attribute errors: annotator - sft": ("annotator", "sft", "attribute", 0.025),
+    # 0.005, 0.005, 0.030, 0.010, 0.020 of the attribute variants: HAE-DPO finds fewer of them at least
+    # as likely as the canonical instruction. Half the worst seed is under one variant: "no worse".
+    "prefers an attribute error: sft - sft+hae-dpo": ("sft", "sft+hae-dpo", "pref:attribute", 0.0),
 }
+# Not asserted, their intervals span zero (6 Dec study): orientation errors annotator - SFT +0.026
+# [-0.018, +0.072] (every seed >= 0), SFT - HAE-DPO +0.008 [-0.027, +0.043], HAE-DPO - DPO +0.000.
 
 
 def metric(models: dict, name: str, key: str) -> float:
@@ -137,14 +140,17 @@ def test_the_demo_run_meets_every_claim_of_the_study(report: dict) -> None:
 
 
 # Stage 1 with the committed annotator and scorer on the fixed pool (only the CPU differs between
-# runs). Measured in the study's Stage 1: precision 0.479 -> 0.572 -> 0.690; the filter removed every
-# viewpoint error (47) and kept 0.780 of 245 correct drafts; the scorer ranked the canonical instruction
-# above minor variants 0.938, major 0.530, critical 0.192 (issue #17's targets for critical drafts are
-# not met: the scorer does not catch direction flips, docs/miniature.md).
-STAGE1_PRECISION_GAIN = 0.05  # measured +0.093 (filter) and +0.118 (routing and refinement)
-MIN_VIEWPOINT_REMOVED = 0.9  # measured 1.000
-MIN_CORRECT_KEPT = 0.7  # measured 0.780
-MIN_MINOR_RANKED = 0.85  # measured 0.938
+# runs). Measured in the study's Stage 1 (6 Dec): precision 0.479 -> 0.634 -> 0.735; the filter kept
+# 0.988 of 245 correct drafts and removed viewpoint errors 0.957 (47), orientation errors 0.462 (52);
+# the scorer ranked the canonical instruction above minor variants 0.988, major 0.728, critical
+# 0.642 (issue #17's targets for critical drafts, 0.9 ranked and 0.7 removed, are not met:
+# docs/miniature.md). Each threshold leaves room for a few pairs that a CPU's float order moves.
+STAGE1_PRECISION_GAIN = 0.05  # measured +0.155 (filter) and +0.101 (routing and refinement)
+MIN_VIEWPOINT_REMOVED = 0.85  # measured 0.957
+MIN_ORIENTATION_REMOVED = 0.3  # measured 0.462 (0.000 with the scorer before 6 Dec)
+MIN_CORRECT_KEPT = 0.9  # measured 0.988 (issue #17's target 0.8)
+MIN_MINOR_RANKED = 0.9  # measured 0.988
+MIN_CRITICAL_RANKED = 0.5  # measured 0.642 (0.192 with the scorer before 6 Dec)
 
 
 @pytest.mark.slow
@@ -161,15 +167,19 @@ def test_each_stage1_step_raises_the_precision_of_the_sft_data(stage1: tuple[Sta
 
 
 @pytest.mark.slow
-def test_the_filter_removes_viewpoint_errors_and_keeps_most_correct_drafts(
+def test_the_filter_removes_viewpoint_and_orientation_errors_and_keeps_correct_drafts(
     stage1: tuple[Stage1, dict],
 ) -> None:
     f = stage1[0].filter
     assert f["by_error_type"]["viewpoint"]["removed"] >= MIN_VIEWPOINT_REMOVED, f
+    assert f["by_error_type"]["orientation"]["removed"] >= MIN_ORIENTATION_REMOVED, f
     assert f["correct_kept"] >= MIN_CORRECT_KEPT, f
 
 
 @pytest.mark.slow
-def test_the_scorer_ranks_the_canonical_instruction_above_minor_mistakes(stage1: tuple[Stage1, dict]) -> None:
+def test_the_scorer_ranks_the_canonical_instruction_above_minor_and_critical_mistakes(
+    stage1: tuple[Stage1, dict],
+) -> None:
     ranking = stage1[1]
     assert ranking["canonical_above"]["minor"] >= MIN_MINOR_RANKED, ranking
+    assert ranking["canonical_above"]["critical"] >= MIN_CRITICAL_RANKED, ranking

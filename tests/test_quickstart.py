@@ -28,7 +28,7 @@ from editcaption.synthesis.shards import commit_shard
 
 # Issue #20's bar for `make demo` on the bundled world pairs.
 MIN_KEPT_SHARE = 0.5  # of the world pairs, kept by the scorer's filter
-MIN_CORRECT_SHARE = 0.4  # of the kept world instructions, exactly right against the ground truth
+MIN_CORRECT_SHARE = 0.5  # of the kept world instructions, exactly right against the ground truth
 # `make demo` prints at most 60 lines: its own two command echoes and setup's "up to date" line,
 # then what `editcaption quickstart` prints.
 MAX_DEMO_LINES = 60 - 3
@@ -180,10 +180,11 @@ def test_the_demo_keeps_at_least_half_of_the_world_pairs(demo):
 
 @pytest.mark.slow
 def test_the_demo_keeps_mostly_correct_instructions(demo):
-    # Issue #20 asks for 0.8 and it is NOT met: the retrained models (issue #17, 5 Dec) measured 0.55
-    # here (29 of 53 kept; 6 kept orientation errors, 17 'other'), up from 0.15 with the models before.
-    # The scorer does not catch direction flips and the annotator samples two candidates at temperature,
-    # so what is asserted is what holds, with room for a CPU's float order and the sampling.
+    # Issue #20 asks for 0.8 and it is NOT met: with the scorer retrained on 6 Dec (issue #17) two runs
+    # here measured 0.64 (37 of 58 kept) and 0.66 (39 of 59; 15 kept 'other', 4 orientation), up from
+    # 0.55 with the 5 Dec scorer and 0.15 before. The scorer passes the misreadings it shares with the
+    # annotator, and the annotator samples two candidates at temperature, so what is asserted is what
+    # holds, with room for a CPU's float order and the sampling.
     assert demo["ground_truth"]["kept_correct_share"] >= MIN_CORRECT_SHARE, demo["ground_truth"]
 
 

@@ -201,8 +201,9 @@ def print_summary(
         f"outputs: {output}/ (report.md, sft.parquet, filtered.parquet, review_queue.parquet)",
         highlight=False,
     )
-    if log_path is not None:
-        console.print(f"log: {log_path}", highlight=False)
+    if log_path is not None:  # as the outputs are named: relative to where the user stands
+        shown = log_path.relative_to(Path.cwd()) if log_path.is_relative_to(Path.cwd()) else log_path
+        console.print(f"log: {shown}", highlight=False)
     console.print("next, on this output:", highlight=False)
     for stage, command in steps:
         console.print(f"  {stage:<7}{command}", highlight=False, soft_wrap=True)
