@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
+from fresh_process import ratio, run_json_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "editcaption" / "data" / "sample_pairs"
@@ -140,26 +141,12 @@ def run_bare(model: str, pairs: Path) -> dict:
 
 def run_bare_cold(model: str, pairs: Path) -> dict:
     """The bare engine as a fresh process (`--bare-worker`), timed from launch to exit."""
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--model", model, "--bare-worker", str(pairs)],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode:
-        raise SystemExit(f"bare engine failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    inner = json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")))
+    inner, wall = run_json_script([__file__, "--model", model, "--bare-worker", str(pairs)], "bare engine")
     return {
         **inner,
         "cold_wall_s": round(wall, 2),
         "cold_judged_pairs_per_s": round(inner["pairs_judged"] / wall, 3),
     }
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a and b else None
 
 
 def main() -> None:
@@ -203,13 +190,13 @@ def main() -> None:
             print(f"repeat {r}: bare vLLM on the same pairs ...", flush=True)
             bare = run_bare_cold(args.model, pairs)
             ratios = {
-                "engine_busy_vs_bare_work_judged_pairs_per_s": _ratio(
+                "engine_busy_vs_bare_work_judged_pairs_per_s": ratio(
                     pipeline["engine_busy_judged_pairs_per_s"], bare["work_judged_pairs_per_s"]
                 ),
-                "pipeline_vs_bare_cold_judged_pairs_per_s": _ratio(
+                "pipeline_vs_bare_cold_judged_pairs_per_s": ratio(
                     pipeline["judged_pairs_per_s"], bare["cold_judged_pairs_per_s"]
                 ),
-                "pipeline_vs_bare_warm_judged_pairs_per_s": _ratio(
+                "pipeline_vs_bare_warm_judged_pairs_per_s": ratio(
                     pipeline["judged_pairs_per_s"], bare["judged_pairs_per_s"]
                 ),
             }

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import yaml
+from fresh_process import ratio, run_json_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "editcaption" / "data" / "sample_pairs"
@@ -247,22 +248,10 @@ def run_bare(model: str, copies: int) -> dict:
 def run_bare_cold(model: str, copies: int) -> dict:
     """The bare engine as a fresh process (`--bare-worker`): its wall clock from launch to exit
     includes Python, the imports and the load, as the pipeline's does."""
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--model", model, "--scale", str(copies), "--bare-worker"],
-        capture_output=True,
-        text=True,
-        timeout=3600,
+    inner, wall = run_json_script(
+        [__file__, "--model", model, "--scale", str(copies), "--bare-worker"], "bare engine"
     )
-    wall = time.perf_counter() - started
-    if proc.returncode:
-        raise SystemExit(f"bare engine failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    inner = json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")))
     return {**inner, "cold_wall_s": round(wall, 2), "cold_pairs_per_s": round(inner["pairs"] / wall, 3)}
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a and b else None
 
 
 def _spread(values: list[float | None]) -> dict[str, float] | None:
@@ -322,18 +311,18 @@ def main() -> None:
         repeat[f"bare_vllm_{args.scale}x"] = bare = run_bare_cold(args.model, args.scale)
         small, large = repeat["pipeline_1x"], repeat[f"pipeline_{args.scale}x"]
         repeat["ratios"] = {
-            "pipeline_steady_vs_bare_work": _ratio(large["steady_pairs_per_s"], bare["work_pairs_per_s"]),
-            "pipeline_vs_bare_cold_pairs_per_s": _ratio(large["pairs_per_s"], bare["cold_pairs_per_s"]),
-            "pipeline_vs_bare_warm_pairs_per_s": _ratio(large["pairs_per_s"], bare["pairs_per_s"]),
-            f"peak_rss_{args.scale}x_vs_1x": _ratio(large["peak_rss_gib"], small["peak_rss_gib"]),
-            f"peak_pss_{args.scale}x_vs_1x": _ratio(large["peak_pss_gib"], small["peak_pss_gib"]),
+            "pipeline_steady_vs_bare_work": ratio(large["steady_pairs_per_s"], bare["work_pairs_per_s"]),
+            "pipeline_vs_bare_cold_pairs_per_s": ratio(large["pairs_per_s"], bare["cold_pairs_per_s"]),
+            "pipeline_vs_bare_warm_pairs_per_s": ratio(large["pairs_per_s"], bare["pairs_per_s"]),
+            f"peak_rss_{args.scale}x_vs_1x": ratio(large["peak_rss_gib"], small["peak_rss_gib"]),
+            f"peak_pss_{args.scale}x_vs_1x": ratio(large["peak_pss_gib"], small["peak_pss_gib"]),
         }
         if args.compare_sync:
             sync = repeat[f"pipeline_{args.scale}x_sync_engine"]
-            repeat["ratios"]["sync_engine_steady_vs_bare_work"] = _ratio(
+            repeat["ratios"]["sync_engine_steady_vs_bare_work"] = ratio(
                 sync["steady_pairs_per_s"], bare["work_pairs_per_s"]
             )
-            repeat["ratios"]["sync_engine_vs_bare_cold_pairs_per_s"] = _ratio(
+            repeat["ratios"]["sync_engine_vs_bare_cold_pairs_per_s"] = ratio(
                 sync["pairs_per_s"], bare["cold_pairs_per_s"]
             )
         repeat["load_average_1min"] = round(os.getloadavg()[0], 2)
