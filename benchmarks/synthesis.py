@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -292,7 +291,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "engine": ENGINE,
         "engine_cores": {"annotator": cores[0], "scorer": cores[1]},
-        "pairs_per_batch": args.pairs_per_batch or math.ceil(ENGINE["max_num_seqs"] / CANDIDATES),
+        "pairs_per_batch": args.pairs_per_batch or "engine-sized (VLLMEngine.rows_per_batch)",
         "repeats": [],
     }
     for r in range(args.repeats):

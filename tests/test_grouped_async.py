@@ -107,7 +107,7 @@ def test_busy_clock_shares_time_among_requests_in_flight() -> None:
 
 def test_vllm_batches_are_sized_from_max_num_seqs() -> None:
     engine = VLLMEngine(VLLMEngineConfig(model="/models/x", max_num_seqs=64))
-    assert engine.rows_per_batch(3) == 22 and engine.rows_per_batch(1) == 64
+    assert engine.rows_per_batch(3) == 43 and engine.rows_per_batch(1) == 128  # max_num_seqs filled twice
     assert engine.async_predictor() is not None
     sync = VLLMEngine(VLLMEngineConfig(model="/models/x", async_engine=False))
     assert sync.async_predictor() is None

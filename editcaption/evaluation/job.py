@@ -97,7 +97,7 @@ class EvalConfig(BaseModel):
         None,
         ge=1,
         description="Pairs per engine batch; None sizes it from each stage's engine (vLLM: enough pairs "
-        "for their first requests to fill max_num_seqs once; others 8).",
+        "for their first requests to fill max_num_seqs twice; others 8).",
     )
     ray_address: str | None = Field(None, description="Join this Ray cluster instead of starting one.")
 

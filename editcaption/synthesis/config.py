@@ -53,5 +53,5 @@ class SynthesisConfig(JobInputs):
         None,
         ge=1,
         description="Pairs per engine batch and per committed shard; None sizes it from the annotator "
-        "(vLLM: enough pairs for their candidates to fill max_num_seqs once; others 8).",
+        "(vLLM: enough pairs for their candidates to fill max_num_seqs twice; others 8).",
     )
