@@ -40,7 +40,8 @@ DEFAULT_RULES = {
 
 
 # What the miniature scorer answers to the EditScore semantic-consistency prompt: its reasoning says
-# what the edit is (the pair's canonical instruction), then its verdict on the candidate; then edit
+# what the edit is (the pair's canonical instruction, with the word a candidate changed marked:
+# `marked_edit`), then its verdict on the candidate; then edit
 # success by the severity of the candidate's error (None: the canonical instruction) and over-editing
 # always full (an instruction never changes what the target shows). Saying the edit first turns the
 # verdict into a comparison of two texts: trained on the verdict alone, the scorer judged the words and
@@ -195,15 +196,18 @@ def scorer_conversations(
                 candidate = variant.text
                 reply = semantic_reply(pair.instruction, variant.kind, variant.severity, candidate)
             prompt, images = semantic_consistency_messages(candidate), [source, target]
-        answer = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
-        rows.append(
-            {
-                "pair_id": pair.pair_id,
-                "images": [{"bytes": im, "path": None} for im in images],
-                "messages": [*prompt, answer],
-            }
-        )
+        rows.append(_scorer_row(pair.pair_id, images, prompt, reply))
     return rows
+
+
+def _scorer_row(pair_id: str, images: list[bytes], prompt: list[dict], reply: str) -> dict:
+    """One TRL-export row: the images, the EditScore prompt and the scorer's reply as the answer."""
+    answer = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
+    return {
+        "pair_id": pair_id,
+        "images": [{"bytes": im, "path": None} for im in images],
+        "messages": [*prompt, answer],
+    }
 
 
 def scorer_contrast_conversations(
@@ -241,14 +245,8 @@ def scorer_contrast_conversations(
                 variant.severity if wrong else None,
                 candidate,
             )
-        source, target = png_pair(shown)
-        answer = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
         rows.append(
-            {
-                "pair_id": shown.pair_id,
-                "images": [{"bytes": source, "path": None}, {"bytes": target, "path": None}],
-                "messages": [*semantic_consistency_messages(candidate), answer],
-            }
+            _scorer_row(shown.pair_id, list(png_pair(shown)), semantic_consistency_messages(candidate), reply)
         )
     rng.shuffle(rows)
     return rows
