@@ -237,24 +237,33 @@ class LocalCluster:
         self,
         entrypoint: list[str],
         submission_id: str,
-        working_dir: Path,
+        working_dir: Path | None,
         env_vars: dict[str, str] | None = None,
     ) -> str:
-        """`ray job submit --working-dir ... --no-wait -- <entrypoint>`, as docs/cluster.md runs jobs."""
+        """`ray job submit --working-dir ... --no-wait -- <entrypoint>`, as docs/cluster.md runs jobs.
+
+        `working_dir=None` uploads nothing: the job imports the installed package and the entrypoint
+        must name its script by absolute path (for nodes that share one session directory, see
+        tests/test_ray_autoscaling.py)."""
         cmd = [
             str(Path(sys.executable).parent / "ray"),
             "job",
             "submit",
             f"--address={self.dashboard_url}",
             f"--submission-id={submission_id}",
-            "--working-dir=.",
+            *(["--working-dir=."] if working_dir is not None else []),
             f"--runtime-env-json={json.dumps({'env_vars': env_vars or {}})}",
             "--no-wait",
             "--",
             *entrypoint,
         ]
         done = subprocess.run(
-            cmd, cwd=working_dir, env=self.client_env(), capture_output=True, text=True, timeout=600
+            cmd,
+            cwd=working_dir or self.root,
+            env=self.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if done.returncode != 0:
             raise RuntimeError(f"`ray job submit` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

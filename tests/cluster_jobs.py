@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ANNOTATOR = ROOT / "editcaption" / "data" / "miniature" / "annotator"
 GPU = {"gpu-1x": 1}
 BUCKET = "editcaption"
-PAIRS = ["000-move", "006-recolour", "011-add", "016-remove", "021-resize", "026-mirror"]
+# All 30 sample pairs: with fewer, the engine finished its work about a second after it loaded (6 pairs,
+# 6 Dec), too soon to lose its node mid-job.
+PAIRS = sorted(p.name for p in (ROOT / "editcaption" / "data" / "sample_pairs").iterdir() if p.is_dir())
 BAD = ["zz-empty", "zz-lonely"]
 # Compared between runs: what a pair ended as and the instruction it got (greedy, so reproducible).
 COMPARED = ["pair_id", "status", "best_instruction", "quarantine_reason", "filter_reason"]
