@@ -28,7 +28,7 @@ from fake_editscore import fake_editscore_server
 
 from editcaption.local_cluster import LocalCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.cluster_extra]  # beyond CI's budget
 
 MAX_WORKERS = 2
 IDLE_TIMEOUT_MINUTES = 0.25

@@ -11,10 +11,10 @@ the annotator (the committed miniature Qwen3-VL, whose greedy instructions are r
 stands in: the `gpu-1x` resource for GPUs, and the EditScore stand-in server (`fake_editscore.py`) for
 the 8B scorer, which needs a GPU.
 
-`make test` (CI) runs the synthesis job that loses its engine node and SFT that loses its node and is
-resumed; the tests marked `@extra` (a killed driver resubmitted, eval on S3, Serve autoscaling) are
-beyond CI's 25-minute budget and run with `make test-cluster`. The whole module took 9 min in a serial
-run on an idle 2-core machine (6 Dec), the cluster's start 15 s of it; Serve autoscaling alone 3 min.
+`make test` (CI) runs the synthesis job that loses its engine node; the tests marked `@extra` (a killed
+driver resubmitted, eval on S3, SFT losing its node and resumed, Serve autoscaling) are beyond CI's
+25-minute budget and run with `make test-cluster`. The whole module took 9 min in a serial run on an
+idle 2-core machine (6 Dec), the cluster's start 15 s of it; Serve autoscaling alone 3 min.
 """
 
 from __future__ import annotations
@@ -382,6 +382,7 @@ def sft_config(tmp: Path, name: str, **changes: Any) -> dict:
     }
 
 
+@extra
 @pytest.mark.timeout(1800)
 def test_sft_job_on_s3_restarts_after_losing_its_node_and_resumes_with_resume(
     cluster: LocalCluster, s3: S3Server, tmp_path: Path
