@@ -79,7 +79,7 @@ def synthesis_config(model: str, pairs: Path, out: Path, pairs_per_batch: int) -
 
 def layout(nodes: int) -> list[NodeSpec]:
     """`nodes` worker nodes sharing TOTAL_CPUS; the first also offers the engine's gpu-1x."""
-    cpus = TOTAL_CPUS / nodes
+    cpus = TOTAL_CPUS // nodes  # `ray start --num-cpus` takes an integer: 6, 3, 2
     return [NodeSpec(f"worker-{i}", cpus, GPU if i == 0 else {}) for i in range(nodes)]
 
 

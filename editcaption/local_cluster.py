@@ -62,7 +62,7 @@ class NodeSpec:
     """One worker node: its name (for `kill_node`), logical CPUs and custom resources."""
 
     name: str
-    num_cpus: float = 1
+    num_cpus: int = 1  # `ray start --num-cpus` takes an integer
     resources: dict[str, float] = field(default_factory=dict)
 
 
@@ -76,7 +76,7 @@ class LocalCluster:
 
     def __init__(
         self,
-        head_cpus: float = 0,
+        head_cpus: int = 0,
         object_store_mb: int = 128,
         env: dict[str, str] | None = None,
         autoscaling_config: dict[str, Any] | None = None,
