@@ -10,8 +10,9 @@ The scorer is the EditScore stand-in (`fake_editscore.py`), as everywhere withou
 The job is submitted without `--working-dir` (it imports the installed package): the fake provider's
 nodes share the head's session directory, and Ray's working-dir plugin unpacks the package afresh on
 every node that joins (`overwrite=True`), so a node added mid-job deleted the files under the running
-workers (`No module named editcaption.io.loading`, 6 Dec). Real nodes have their own disks;
-tests/test_ray_cluster.py, whose raylets each have their own temp dir, covers the upload.
+workers (`No module named editcaption.io.loading`, 6 Dec). Real nodes have their own disks. The same
+race can hit any one-machine `LocalCluster` (its worker nodes take the head's temp dir), which is why
+tests/test_ray_cluster.py, the upload's test, is opt-in too.
 """
 
 from __future__ import annotations
