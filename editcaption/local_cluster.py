@@ -7,8 +7,8 @@ beside other Ray sessions on a shared machine:
 
 - its own ports (the GCS, the dashboard on loopback, each node's dashboard agent and Ray Client port are
   free ports picked here; Ray's defaults 6379 / 8265 / 52365 / 10001 may belong to someone else);
-- its own temp dir (`--temp-dir`, and `RAY_TMPDIR` so no `ray_current_cluster` file elsewhere is read
-  or rewritten);
+- its own temp dirs (`--temp-dir`, one per node as real nodes have their own disks, and `RAY_TMPDIR`
+  so no `ray_current_cluster` file elsewhere is read or rewritten);
 - its own token (`RAY_AUTH_MODE=token`, a fresh `RAY_AUTH_TOKEN`): Ray 2.60 turns token auth on for a
   head when `~/.ray/auth_token` exists but not for a joining node, which then cannot connect;
 - a marker in the environment of every process it starts, which their children inherit, so `stop()`
@@ -153,7 +153,14 @@ class LocalCluster:
         """Start one more worker raylet and wait until the cluster counts it."""
         if spec.name in self.nodes or spec.name == HEAD:
             raise ValueError(f"a node named {spec.name!r} already exists")
-        cmd = [f"--address={self.address}", f"--num-cpus={spec.num_cpus}"]
+        # Its own temp dir, as a real node has its own disk: Ray's working-dir plugin re-unpacks a job's
+        # package (rmtree, then unzip) on each node that starts work for it, which in a shared session
+        # dir deletes the files under the other nodes' running workers.
+        cmd = [
+            f"--address={self.address}",
+            f"--num-cpus={spec.num_cpus}",
+            f"--temp-dir={self.root / f'n-{spec.name}'}",
+        ]
         if spec.resources:
             cmd.append(f"--resources={json.dumps(spec.resources)}")
         before = len(self.alive_nodes())
@@ -198,9 +205,10 @@ class LocalCluster:
 
     def _log_tails(self, lines: int = 15) -> str:
         """The last lines of each raylet's and GCS's log, for an error message (stop() removes them)."""
-        logs = self.root / "ray" / "session_latest" / "logs"
         out = []
-        for path in sorted(logs.glob("raylet*.out")) + sorted(logs.glob("gcs_server.out")):
+        for path in sorted(self.root.glob("*/session_*/logs/raylet*.out")) + sorted(
+            self.root.glob("*/session_*/logs/gcs_server.out")
+        ):
             text = path.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"\n--- {path.name}:\n" + "\n".join(text))
         return "".join(out)
