@@ -10,9 +10,9 @@ The scorer is the EditScore stand-in (`fake_editscore.py`), as everywhere withou
 The job is submitted without `--working-dir` (it imports the installed package): the fake provider's
 nodes share the head's session directory, and Ray's working-dir plugin unpacks the package afresh on
 every node that joins (`overwrite=True`), so a node added mid-job deleted the files under the running
-workers (`No module named editcaption.io.loading`, 6 Dec). Real nodes have their own disks. The same
-race can hit any one-machine `LocalCluster` (its worker nodes take the head's temp dir), which is why
-tests/test_ray_cluster.py, the upload's test, is opt-in too.
+workers (`No module named editcaption.io.loading`, 6 Dec). Real nodes have their own disks, and so do
+the nodes `LocalCluster` starts itself (tests/test_local_cluster.py); the fake provider's cannot be
+given one.
 """
 
 from __future__ import annotations
