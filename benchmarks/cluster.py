@@ -145,7 +145,8 @@ def bench_nodes(model: str, copies: int, pairs_per_batch: int, work: Path, repea
 def bench_synthesis_node_loss(model: str, copies: int, pairs_per_batch: int, work: Path) -> dict[str, Any]:
     pairs = work / "pairs-node-loss"
     pairs.mkdir()
-    make_input(pairs, copies)
+    # Four times the input of the node layouts: work must remain after the first shard, when the kill comes.
+    make_input(pairs, 4 * copies)
     out = work / "out-node-loss"
     with LocalCluster(head_cpus=2) as cluster:
         cluster.start([NodeSpec("gpu-a", 2, GPU), NodeSpec("gpu-b", 2, GPU)])
@@ -155,14 +156,28 @@ def bench_synthesis_node_loss(model: str, copies: int, pairs_per_batch: int, wor
         cluster.submit_job(
             ["python", "ray_jobs/synthesize.py", "--config", str(path), "--verbose"], name, ROOT, ENV
         )
-        _wait(lambda: list((out / "pairs").glob("shard-*")), 3600)
-        job_id = cluster.job(name)["job_id"]
-        engine = next(
-            a
-            for a in cluster.state("actors", job_id=job_id)
-            if a["state"] == "ALIVE" and (a.get("required_resources") or {}).get("gpu-1x")
-        )
-        node = next(n for n in cluster.nodes if n != HEAD and cluster.node_id(n) == engine["node_id"])
+
+        def engine() -> dict[str, Any] | None:
+            """A live engine actor once the first shard is committed (Ray 2.60 names Ray Data's actors
+            `MapWorker(MapBatches(GroupedCall))`)."""
+            if cluster.job(name)["status"] not in ("PENDING", "RUNNING"):
+                raise RuntimeError(f"the job ended before the kill:\n{cluster.job_logs(name)[-3000:]}")
+            if not list((out / "pairs").glob("shard-*")):
+                return None
+            actors = cluster.state("actors", job_id=cluster.job(name)["job_id"])
+            return next(
+                (
+                    a
+                    for a in actors
+                    if "MapWorker" in a["class_name"]
+                    and a["state"] == "ALIVE"
+                    and (a.get("required_resources") or {}).get("gpu-1x")
+                ),
+                None,
+            )
+
+        alive = _wait(engine, 3600, poll_s=0.2)
+        node = next(n for n in cluster.nodes if n != HEAD and cluster.node_id(n) == alive["node_id"])
         before = {p.name for p in (out / "pairs").glob("shard-*")}
         killed = cluster.kill_node(node)
         job = cluster.wait_job(name, 7200)
@@ -233,12 +248,14 @@ def bench_training_node_loss(work: Path) -> dict[str, Any]:
     }
 
 
-def _wait(condition: Any, timeout_s: float) -> None:
+def _wait(condition: Any, timeout_s: float, poll_s: float = 0.5) -> Any:
+    """Poll until `condition()` is truthy and return its value."""
     deadline = time.time() + timeout_s
-    while not condition():
+    while not (value := condition()):
         if time.time() > deadline:
             raise TimeoutError(f"waited {timeout_s} s")
-        time.sleep(0.5)
+        time.sleep(poll_s)
+    return value
 
 
 def main() -> None:
