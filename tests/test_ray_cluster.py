@@ -11,9 +11,10 @@ the annotator (the committed miniature Qwen3-VL, whose greedy instructions are r
 stands in: the `gpu-1x` resource for GPUs, and the EditScore stand-in server (`fake_editscore.py`) for
 the 8B scorer, which needs a GPU.
 
-CI runs the node check, synthesis losing its engine node and eval on S3 (marker `cluster`); the
-driver-kill resume, SFT losing its node and Serve autoscaling are opt-in (`cluster_extra`, `make
-test-cluster`): on 2 cores, all of them together would take CI's suite past 25 minutes. Every node
+CI runs the node check, synthesis losing its engine node, synthesis resumed on S3 after its driver
+was killed (the local resume test then left CI) and eval on S3 (marker `cluster`); SFT losing its
+node and Serve autoscaling are opt-in (`cluster_extra`, `make test-cluster`): on 2 cores, all of
+them together would take CI's suite past 25 minutes. Every node
 has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working dir (rmtree, then unzip) on
 each node that starts work, which in a shared session dir deleted files under running workers
 (`benchmarks/cluster.py`, 6 Dec). The whole module took 12 min in a serial run on an idle 2-core
@@ -280,7 +281,6 @@ def test_synthesis_job_on_s3_survives_losing_the_engine_node_and_equals_the_loca
     assert light and {t["node_id"] for t in light} - gpu_nodes, "light stages ran on the head too"
 
 
-@extra
 @pytest.mark.timeout(1800)
 def test_synthesis_job_killed_and_resubmitted_resumes_from_its_shards_on_s3(
     cluster: LocalCluster, s3: S3Server, local_synthesis: Path, scorer_url: str, tmp_path: Path
