@@ -14,8 +14,10 @@ job takes to recover from losing a node.
   committed shard (no start-up), and pairs over the job's wall time from submission (start-up
   included: runtime environment, worker processes, engine load).
 * Node loss (`--node-loss`). Synthesis: two gpu-1x nodes, the engine's node is SIGKILLed (its raylet)
-  after the first committed shard; recovery = time from the kill to the next committed shard (Ray
-  notices the lost node, restarts the engine actor on the other node, retries the lost batches).
+  after the first committed shard; recovery = time from the kill to the first shard committed after
+  the engine actor is alive again on the other node (Ray notices the lost node, restarts the actor
+  there, retries the lost batches; a shard committed sooner can hold pairs the lost engine had
+  already answered), beside the time until that actor is alive.
   Training: one Ray Train worker on a gpu-1x node, checkpoint every step, its node SIGKILLed after
   checkpoint 3; recovery = time from the kill to the first checkpoint the restarted worker records (it
   loads the last checkpoint and trains one more step), beside the time per step before it.
