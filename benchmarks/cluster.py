@@ -266,7 +266,7 @@ def main() -> None:
         "--model", default=str(ANNOTATOR), help="Model folder (default: the miniature annotator)."
     )
     parser.add_argument(
-        "--copies", type=int, default=2, help="Sample pairs repeated this many times (30 each)."
+        "--copies", type=int, default=4, help="Sample pairs repeated this many times (30 each)."
     )
     parser.add_argument("--pairs-per-batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1, help="Rounds of 1, 2, 3 nodes.")

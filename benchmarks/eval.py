@@ -156,7 +156,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default="benchmarks/results/eval.json")
     parser.add_argument(
-        "--scale", type=int, default=2, help="the input is the 30 sample pairs this many times"
+        "--scale", type=int, default=10, help="the input is the 30 sample pairs this many times"
     )
     parser.add_argument(
         "--pairs-per-batch", type=int, default=None, help="pairs per engine batch (default: engine-sized)"
