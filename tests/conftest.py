@@ -76,7 +76,7 @@ def sample_pairs_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "editcaption" / "data" / "sample_pairs"
 
 
-# The slowest modules first (seconds in one serial run on 2 cores, 6 Dec: 310, ~220, 156, 122, 116, 101), so
+# The slowest modules first (seconds in one serial run on 2 cores, 6 Dec: 310, ~160, 156, 122, 116, 101), so
 # that under `make test` (two xdist workers, one module per worker at a time) none of them starts last
 # and leaves the other worker idle at the end.
 SLOWEST_FIRST = [

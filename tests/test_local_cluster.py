@@ -18,7 +18,7 @@ import pytest
 from editcaption.config import load_config
 from editcaption.engines import OpenAIEngineConfig, TransformersEngineConfig, VLLMEngineConfig, make_engine
 from editcaption.evaluation.job import EvalConfig
-from editcaption.local_cluster import MARKER_ENV, LocalCluster, NodeSpec
+from editcaption.local_cluster import MARKER_ENV, LocalCluster
 from editcaption.synthesis.config import SynthesisConfig
 from editcaption.training.sft import SFTJobConfig
 
@@ -125,38 +125,3 @@ def test_stop_ends_the_clusters_processes_and_no_other(tmp_path: Path) -> None:
         procs["unmarked"].kill()
         for proc in procs.values():
             proc.wait(timeout=30)
-
-
-PROBE = """
-import json, os, ray
-ray.init()
-
-@ray.remote(num_cpus=0)
-def where() -> str:
-    import shipped  # from the job's working dir, on whichever node runs this
-    return f"{shipped.NAME} {os.getcwd()}"
-
-tasks = [where.options(resources={node: 1}).remote() for node in ("node-a", "node-b")]
-print("WHERE " + json.dumps([ray.get(t) for t in tasks] + [ray.get(where.options(resources={"node:__internal_head__": 0.01}).remote())]))
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.cluster
-def test_each_node_unpacks_a_jobs_working_dir_in_its_own_dir(tmp_path: Path) -> None:
-    """The race this guards against: Ray's working-dir plugin re-unpacks a job's package (rmtree, then
-    unzip) on every node that starts work for the job. Nodes sharing one session dir (as `ray start`
-    worker nodes do when they take the head's temp dir) delete the files under each other's running
-    workers (`No module named ...`, seen in benchmarks/cluster.py). Each node must have its own copy."""
-    (tmp_path / "shipped.py").write_text("NAME = 'shipped'\n")
-    (tmp_path / "probe.py").write_text(PROBE)
-    with LocalCluster(head_cpus=1) as cluster:
-        cluster.start([NodeSpec("a", resources={"node-a": 1}), NodeSpec("b", resources={"node-b": 1})])
-        job = cluster.wait_job(cluster.submit_job(["python", "probe.py"], "where", working_dir=tmp_path), 300)
-        logs = cluster.job_logs("where")
-        assert job["status"] == "SUCCEEDED", logs[-3000:]
-        places = json.loads(next(line for line in logs.splitlines() if line.startswith("WHERE "))[6:])
-        dirs = [place.split(" ", 1)[1] for place in places]
-        assert all(place.startswith("shipped ") for place in places)
-        assert len(set(dirs)) == 3, dirs  # head, a and b: three unpacked copies
-        assert [Path(d).relative_to(cluster.root).parts[0] for d in dirs] == ["n-a", "n-b", "ray"]

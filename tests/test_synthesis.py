@@ -298,7 +298,6 @@ def test_one_engine_captions_and_scores_when_both_roles_name_the_same_model(
 
 
 @pytest.mark.slow
-@pytest.mark.ci_extra  # `make test-extra` (64 s): CI runs the same resume on S3, a job's driver killed (test_ray_cluster)
 @pytest.mark.timeout(600)
 def test_killed_run_resumes_with_every_pair_exactly_once(tmp_path, tiny_model, sample_pairs_dir):
     """SIGKILL the whole job (driver and its Ray processes) mid-run, rerun it, and count: every pair
