@@ -206,11 +206,11 @@ class LocalCluster:
     def _log_tails(self, lines: int = 15) -> str:
         """The last lines of each raylet's and GCS's log, for an error message (stop() removes them)."""
         out = []
-        for path in sorted(self.root.glob("*/session_*/logs/raylet*.out")) + sorted(
-            self.root.glob("*/session_*/logs/gcs_server.out")
-        ):
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"\n--- {path.name}:\n" + "\n".join(text))
+        # Each node's own temp dir holds its session dir (and a `session_latest` link to it).
+        for logs in sorted(self.root.glob("*/session_latest/logs")):
+            for path in sorted(logs.glob("raylet*.out")) + sorted(logs.glob("gcs_server.out")):
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"\n--- {logs.parent.parent.name}/{path.name}:\n" + "\n".join(text))
         return "".join(out)
 
     # ------------------------------------------------------------------ looking at it
