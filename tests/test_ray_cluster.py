@@ -13,9 +13,9 @@ the 8B scorer, which needs a GPU.
 
 CI runs the node checks (separate raylets; each imports a job's code from its own copy) and
 synthesis losing its engine node (marker `cluster`). The driver-kill resume on S3, eval on S3, SFT
-losing its node and Serve autoscaling are opt-in (`cluster_extra`, `make test-cluster`): with the
-driver-kill resume and eval in CI, `make test` took 24:53 on this 2-core machine (6 Dec), at CI's
-25-minute budget. Every node has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working
+losing its node and Serve autoscaling are opt-in (`cluster_extra`, `make test-cluster`): `make test`
+took 24:53 with the resume and eval in CI and 24:41 without them (2 cores, 6 Dec; the machine's noise
+is that large), at CI's 25-minute budget either way. Every node has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working
 dir (rmtree, then unzip) on each node that starts work, which in a shared session dir deleted files
 under running workers (`benchmarks/cluster.py`, 6 Dec). The whole module took 12 min in a serial
 run on an idle 2-core machine (6 Dec), the cluster's start 20 s of it; Serve autoscaling alone 3 min.
