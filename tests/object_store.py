@@ -12,6 +12,7 @@ storage) both read, so the same variables travel to Ray workers in a job's runti
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -56,8 +57,15 @@ class S3Server:
 
 @contextlib.contextmanager
 def moto_s3_server(log: Path, timeout_s: float = 60) -> Iterator[S3Server]:
-    """Start `python -m moto.server` on a free loopback port, yield it, stop it; raise if it never answers."""
-    import moto.server  # noqa: F401 - fail here, with the import error, when moto[server] is missing
+    """Start `python -m moto.server` on a free loopback port, yield it, stop it; raise if it never answers.
+
+    Never imported here: moto's server is Flask, whose unbound `current_app`/`request` proxies raise a
+    RuntimeError on any attribute probe, and vLLM's CPU platform probes every module's globals when an
+    in-process engine starts, so a test process that had imported it could not start one afterwards."""
+    if importlib.util.find_spec("flask") is None or importlib.util.find_spec("moto.server") is None:
+        raise RuntimeError(
+            "moto's S3 server needs moto[server] (a dev dependency): pip install 'moto[server]'"
+        )
 
     port = free_port()
     out = log.open("w")

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from bad_pairs import MARKER, POLICY, BadCorpus, build_bad_corpus
+from object_store import moto_s3_server
 from PIL import Image
 from published_layouts import write_bytemorph_bench
 
@@ -381,43 +382,30 @@ def test_exif_rotated_pair_reads_upright(corpus: BadCorpus) -> None:
 
 
 @pytest.fixture
-def s3(sample_pairs_dir: Path):
+def s3(sample_pairs_dir: Path, tmp_path: Path):
     """A moto S3 server on localhost holding the sample pairs; yields fsspec storage_options. moto[server]
-    and s3fs are dev dependencies: without them this fails, it never skips."""
-    import boto3
-    import moto.server as server_module
+    and s3fs are dev dependencies: without them this fails, it never skips. The server runs as a child
+    process (`object_store.moto_s3_server`), so Flask never enters this test process."""
     import s3fs  # noqa: F401 - the reader's s3:// filesystem
 
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    options = {
-        "key": "test",
-        "secret": "test",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="pairs")
-    for path in sorted(sample_pairs_dir.rglob("*.*"))[:15]:
-        client.put_object(
-            Bucket="pairs", Key=f"samples/{path.relative_to(sample_pairs_dir)}", Body=path.read_bytes()
+    with moto_s3_server(tmp_path / "moto.log") as server:
+        options = {
+            "key": "test",
+            "secret": "test",
+            "client_kwargs": {"endpoint_url": server.endpoint, "region_name": "us-east-1"},
+        }
+        client = server.client()
+        client.create_bucket(Bucket="pairs")
+        for path in sorted(sample_pairs_dir.rglob("*.*"))[:15]:
+            client.put_object(
+                Bucket="pairs", Key=f"samples/{path.relative_to(sample_pairs_dir)}", Body=path.read_bytes()
+            )
+        manifest = "\n".join(
+            json.dumps({"source": f"samples/{d}/source.png", "target": f"samples/{d}/target.png"})
+            for d in ("000-move", "001-move", "404")
         )
-    manifest = "\n".join(
-        json.dumps({"source": f"samples/{d}/source.png", "target": f"samples/{d}/target.png"})
-        for d in ("000-move", "001-move", "404")
-    )
-    client.put_object(Bucket="pairs", Key="manifest.jsonl", Body=manifest.encode())
-    try:
+        client.put_object(Bucket="pairs", Key="manifest.jsonl", Body=manifest.encode())
         yield options
-    finally:
-        server.stop()
 
 
 def test_object_store(s3: dict[str, Any], samples: dict[str, dict[str, Any]]) -> None:
