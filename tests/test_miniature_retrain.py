@@ -14,8 +14,8 @@ from editcaption.demo.world_models import WorldModelConfig
 pytestmark = [pytest.mark.slow, pytest.mark.miniature_extra]  # `make test-miniature`: beyond CI's budget
 
 
-def test_retrain_runs_every_stage_and_writes_both_models(tmp_path, monkeypatch):
-    cfg = RetrainConfig(
+def _toy(tmp_path, **update) -> RetrainConfig:
+    return RetrainConfig(
         out=str(tmp_path / "models"),
         work_dir=str(tmp_path / "work"),
         measure_pairs=10,
@@ -30,15 +30,20 @@ def test_retrain_runs_every_stage_and_writes_both_models(tmp_path, monkeypatch):
         batch_size=4,
         scorer_steps=1,
         model=WorldModelConfig(text_layers=1, vision_depth=1),
-    )
+    ).model_copy(update=update)
+
+
+def test_retrain_runs_every_stage_and_writes_the_three_models(tmp_path, monkeypatch):
+    cfg = _toy(tmp_path)
     cards = retrain(cfg)
     for stage in ("stage0", "stage1", "world0", "world1", "annotator", "scorer"):
         assert (tmp_path / "work" / stage / "config.json").is_file(), stage
-    for name in ("annotator", "scorer"):
+    for name in ("world", "annotator", "scorer"):
         folder = tmp_path / "models" / name
         assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
         assert json.loads((folder / "world_metrics.json").read_text()) == json.loads(json.dumps(cards[name]))
     world = cards["annotator"]["world_model"]
+    assert world == {k: v for k, v in cards["world"].items() if k not in ("what", "seed")}
     assert [s["kinds"] for s in world["curriculum"]] == [["camera_pan"], ["camera_pan", "move"]]
     assert [c["step"] for c in world["curve"]] == [4, 5]  # 2 curriculum steps, then chunks of 2 and 1
     # Training time adds up job by job: each world chunk, then the annotator's own job on top.
@@ -68,3 +73,38 @@ def test_retrain_runs_every_stage_and_writes_both_models(tmp_path, monkeypatch):
     # The world model's time is kept from the first run; the rerun's annotator job resumes from the last
     # checkpoint the first run left (it may train no step at all), so it adds little or nothing.
     assert resumed["annotator"]["train_seconds"] >= world["train_seconds"] > 0
+
+
+def test_retrain_continues_the_world_stage_from_a_trained_model(tmp_path):
+    """`start_from`: no fresh model and no curriculum; the world stage's chunks start from the given
+    folder, on the world streams asked for, and the card says where it started."""
+    first = _toy(tmp_path / "first", max_steps=1, scorer_steps=0, world_steps=1, world_decay_steps=0)
+    retrain(first)
+    start = tmp_path / "first" / "models" / "world"
+    cfg = _toy(
+        tmp_path,
+        start_from=str(start),
+        world_stream=300,
+        world_steps=2,
+        world_chunk=1,
+        world_decay_steps=1,
+        max_steps=1,
+        scorer_steps=0,
+    )
+    cards = retrain(cfg)
+    world = cards["world"]
+    assert world["start_from"] == str(start) and world["curriculum"] == []
+    assert world["start_card"] == json.loads((start / "world_metrics.json").read_text())
+    assert [c["step"] for c in world["curve"]] == [1, 2]
+    assert not (tmp_path / "work" / "base").exists() and not (tmp_path / "work" / "stage0").exists()
+    job = json.loads((tmp_path / "work" / "world0" / "training_summary.json").read_text())
+    assert job["config"]["model"] == str(start)
+    # Chunk 0 trained on world stream 300, not the from-scratch run's 201.
+    import pyarrow.parquet as pq
+
+    from editcaption.demo.retrain import _world_data
+
+    trained = pq.read_table(tmp_path / "work" / "world0.parquet")
+    for stream, same in ((300, True), (201, False)):
+        drawn = pq.read_table(_world_data(cfg, tmp_path / f"check{stream}", "world0", 1, stream, None))
+        assert trained.equals(drawn) is same

@@ -69,6 +69,22 @@ def demo_command(
     scorer_steps: Annotated[
         int, typer.Option(min=0, help="With --retrain: scorer steps from the world model (0: no scorer).")
     ] = 900,
+    start_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --retrain: continue the world stage from this model folder (e.g. the committed "
+            "world model) instead of a fresh model and its curriculum."
+        ),
+    ] = None,
+    world_stream: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=999,
+            help="With --retrain: world stream of the world stage's first chunk; a continuation takes "
+            "streams its start model has not seen (the from-scratch run used 201-205).",
+        ),
+    ] = 201,
 ) -> None:
     """Annotator drafts → scorer filters → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:
@@ -81,6 +97,8 @@ def demo_command(
             **({} if curriculum else {"curriculum": []}),
             max_steps=train_steps,
             scorer_steps=scorer_steps,
+            start_from=str(start_from) if start_from else None,
+            world_stream=world_stream,
         )
         cards = retraining.retrain(config)
         typer.echo(json.dumps({name: card["test_measured"] for name, card in cards.items()}, indent=1))

@@ -137,6 +137,19 @@ class RetrainConfig(BaseModel):
         description="Scratch folder for data and checkpoints; null: a temp folder. Run again with the same "
         "folder and config to resume after the last finished job.",
     )
+    start_from: str | None = Field(
+        None,
+        description="A model folder the world stage continues from, instead of a fresh model and its "
+        "curriculum: e.g. the committed world model, to train it further without the two hours from "
+        "scratch. Null: from scratch.",
+    )
+    world_stream: int = Field(
+        201,
+        ge=0,
+        lt=1_000,
+        description="World stream of the world stage's first chunk (chunk k draws stream + k). A "
+        "continuation takes streams its start model has not seen (the from-scratch run used 201-205).",
+    )
 
 
 def _job(
@@ -228,17 +241,20 @@ def _chunks(total: int, size: int, decay: int) -> list[int]:
     return [min(size, constant - start) for start in range(0, constant, size)] + ([decay] if decay else [])
 
 
-def retrain(cfg: RetrainConfig) -> dict[str, Any]:
-    """Train, measure and write the world model's measurements, the annotator and the scorer; returns
-    the two cards."""
-    work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
+def train_world(cfg: RetrainConfig, work: Path) -> tuple[str, dict[str, Any]]:
+    """The world model: its trained folder and its record (curriculum, curve on `dev`, `test`
+    measurements, training seconds)."""
     dev, test = split_pairs("dev", cfg.measure_pairs), split_pairs("test", cfg.measure_pairs)
-    base = work / "base"
-    if not (base / "config.json").exists():
-        build_world_qwen3vl(base, cfg.model.model_copy(update={"seed": cfg.seed}))
-    start, seconds = str(base), 0.0  # seconds: summed training time of the jobs, resumed ones included
+    if cfg.start_from:
+        start, curriculum = cfg.start_from, []
+    else:
+        base, curriculum = work / "base", cfg.curriculum
+        if not (base / "config.json").exists():
+            build_world_qwen3vl(base, cfg.model.model_copy(update={"seed": cfg.seed}))
+        start = str(base)
+    seconds = 0.0  # summed training time of the jobs, resumed ones included
     stages, curve, step = [], [], 0
-    for i, stage in enumerate(cfg.curriculum):
+    for i, stage in enumerate(curriculum):
         data = _world_data(cfg, work, f"stage{i}", stage.steps, 101 + i, list(stage.kinds))
         warmup = cfg.curriculum_warmup_steps if i == 0 else 0
         job = _job(cfg, work, f"stage{i}", start, data, stage.steps, cfg.learning_rate, warmup)
@@ -248,7 +264,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     chunks = _chunks(cfg.world_steps, cfg.world_chunk, cfg.world_decay_steps)
     for k, steps in enumerate(chunks):
         decay = cfg.world_decay_steps > 0 and k == len(chunks) - 1
-        data = _world_data(cfg, work, f"world{k}", steps, 201 + k, None)
+        data = _world_data(cfg, work, f"world{k}", steps, cfg.world_stream + k, None)
         # A short warm-up per chunk: each job starts a fresh Adam state.
         job = _job(cfg, work, f"world{k}", start, data, steps, cfg.learning_rate, min(20, steps // 10), decay)
         result = _train(job)
@@ -266,11 +282,37 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
                 "dev_exact_by_kind": measured["exact_by_kind"],
             }
         )
-    world = start
     world_test = _measured_once(
-        world, "test_measured.json", lambda: summarize(caption_pairs(world, test), test)
+        start, "test_measured.json", lambda: summarize(caption_pairs(start, test), test)
     )
-    world_seconds = seconds
+    start_card = Path(cfg.start_from or work / "base") / "world_metrics.json"
+    record = {
+        "start_from": cfg.start_from,
+        # The start model's own card: a continued model's card keeps its whole history.
+        "start_card": json.loads(start_card.read_text()) if start_card.is_file() else None,
+        "curriculum": stages,
+        "curve": curve,
+        "test_measured": world_test,
+        "train_seconds": round(seconds, 1),
+    }
+    return start, record
+
+
+def retrain(cfg: RetrainConfig) -> dict[str, Any]:
+    """Train, measure and write the world model, the annotator and the scorer; returns the three cards."""
+    work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
+    test = split_pairs("test", cfg.measure_pairs)
+    world, world_record = train_world(cfg, work)
+    seconds = world_record["train_seconds"]
+    world_card = write_card(
+        store_bf16(world, Path(cfg.out) / "world"),
+        {
+            "what": "world model of the miniature world: clean instructions and scene descriptions; the "
+            "annotator and the scorer start from it",
+            "seed": cfg.seed,
+            **world_record,
+        },
+    )
 
     noisy = list(generate(cfg.max_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 401), prefix="noisy"))
     rows, injected = world_conversations(noisy, [], cfg.noise.model_copy(update={"seed": cfg.seed}))
@@ -282,25 +324,21 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     seconds += _seconds(result)
     annotator = store_bf16(job.output, Path(cfg.out) / "annotator")
     cards = {
+        "world": world_card,
         "annotator": write_card(
             annotator,
             {
                 "what": "weak annotator for the miniature world: the world model trained on labels with "
                 "injected systematic errors",
                 "seed": cfg.seed,
-                "world_model": {
-                    "curriculum": stages,
-                    "curve": curve,
-                    "test_measured": world_test,
-                    "train_seconds": round(world_seconds, 1),
-                },
+                "world_model": world_record,
                 "injected_label_error_rates": injected,
                 "train_metrics": result.get("metrics"),
                 "train_seconds": round(seconds, 1),
                 "config": redact(cfg.model_dump()),
                 "test_measured": summarize(caption_pairs(annotator, test), test),
             },
-        )
+        ),
     }
     if cfg.scorer_steps:
         scorer_pairs = list(
