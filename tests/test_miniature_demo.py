@@ -31,17 +31,18 @@ STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "min
 # Threshold: half the worst seed, except where half the worst seed is one or two pairs of 200 — there
 # the claim is "no worse" (0), since a CPU's float order alone moved a seed by a few pairs before.
 CLAIMS: dict[str, tuple[str, str, str, float]] = {
-    # 0.070, 0.065, 0.070, 0.070, 0.070: the filter and the refined pairs drop the annotator's
-    # viewpoint mistakes from SFT's data.
-    "viewpoint errors: annotator - sft": ("annotator", "sft", "viewpoint", 0.03),
-    # 0.055, 0.060, 0.065, 0.075, 0.070.
+    # 0.080 on every seed: the filter and the refined pairs drop the annotator's viewpoint mistakes
+    # from SFT's data.
+    "viewpoint errors: annotator - sft": ("annotator", "sft", "viewpoint", 0.04),
+    # 0.060, 0.060, 0.065, 0.050, 0.055.
     "attribute errors: annotator - sft": ("annotator", "sft", "attribute", 0.025),
-    # 0.005, 0.005, 0.030, 0.010, 0.020 of the attribute variants: HAE-DPO finds fewer of them at least
-    # as likely as the canonical instruction. Half the worst seed is under one variant: "no worse".
-    "prefers an attribute error: sft - sft+hae-dpo": ("sft", "sft+hae-dpo", "pref:attribute", 0.0),
+    # 0.075, 0.085, 0.085, 0.105, 0.070: SFT on the filtered and refined data beats its annotator.
+    "exact match: sft - annotator": ("sft", "annotator", "exact", 0.035),
 }
-# Not asserted, their intervals span zero (6 Dec study): orientation errors annotator - SFT +0.026
-# [-0.018, +0.072] (every seed >= 0), SFT - HAE-DPO +0.008 [-0.027, +0.043], HAE-DPO - DPO +0.000.
+# Not asserted, their intervals span zero (6 Dec evening study, the models from the 0.80 world model):
+# orientation errors annotator - SFT +0.033 [-0.005, +0.073] (every seed +0.02 to +0.045), SFT -
+# HAE-DPO +0.013 [-0.027, +0.054], HAE-DPO - DPO +0.000 (0 on every seed). Both DPO objectives cost
+# exact match (HAE-DPO - SFT -0.084 [-0.144, -0.028]), reported in docs/miniature.md, not a claim.
 
 
 def metric(models: dict, name: str, key: str) -> float:
@@ -140,17 +141,17 @@ def test_the_demo_run_meets_every_claim_of_the_study(report: dict) -> None:
 
 
 # Stage 1 with the committed annotator and scorer on the fixed pool (only the CPU differs between
-# runs). Measured in the study's Stage 1 (6 Dec): precision 0.479 -> 0.634 -> 0.735; the filter kept
-# 0.988 of 245 correct drafts and removed viewpoint errors 0.957 (47), orientation errors 0.462 (52);
-# the scorer ranked the canonical instruction above minor variants 0.988, major 0.728, critical
-# 0.642 (issue #17's targets for critical drafts, 0.9 ranked and 0.7 removed, are not met:
+# runs). Measured in the study's Stage 1 (6 Dec evening): precision 0.545 -> 0.758 -> 0.842; the
+# filter kept 0.968 of 279 correct drafts and removed viewpoint errors 1.000 (55), orientation errors
+# 0.686 (51); the scorer ranked the canonical instruction above minor variants 1.000, major 0.887,
+# critical 0.750 (issue #17's targets for critical drafts, 0.9 ranked and 0.7 removed, are not met:
 # docs/miniature.md). Each threshold leaves room for a few pairs that a CPU's float order moves.
-STAGE1_PRECISION_GAIN = 0.05  # measured +0.155 (filter) and +0.101 (routing and refinement)
-MIN_VIEWPOINT_REMOVED = 0.85  # measured 0.957
-MIN_ORIENTATION_REMOVED = 0.3  # measured 0.462 (0.000 with the scorer before 6 Dec)
-MIN_CORRECT_KEPT = 0.9  # measured 0.988 (issue #17's target 0.8)
-MIN_MINOR_RANKED = 0.9  # measured 0.988
-MIN_CRITICAL_RANKED = 0.5  # measured 0.642 (0.192 with the scorer before 6 Dec)
+STAGE1_PRECISION_GAIN = 0.05  # measured +0.213 (filter) and +0.084 (routing and refinement)
+MIN_VIEWPOINT_REMOVED = 0.85  # measured 1.000
+MIN_ORIENTATION_REMOVED = 0.55  # measured 0.686 (0.462 with the scorer from the 0.59 world model)
+MIN_CORRECT_KEPT = 0.9  # measured 0.968 (issue #17's target 0.8)
+MIN_MINOR_RANKED = 0.9  # measured 1.000
+MIN_CRITICAL_RANKED = 0.65  # measured 0.750 (0.642 with the scorer from the 0.59 world model)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def pairs():
     return list(generate(N, WorldConfig(seed=8)))
 
 
-@pytest.mark.parametrize("name", ["annotator", "scorer"])
+@pytest.mark.parametrize("name", ["world", "annotator", "scorer"])
 def test_committed_in_bf16_a_few_mb_with_measurements(name):
     folder = COMMITTED / name
     config = json.loads((folder / "config.json").read_text())
