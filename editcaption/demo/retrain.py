@@ -285,11 +285,11 @@ def train_world(cfg: RetrainConfig, work: Path) -> tuple[str, dict[str, Any]]:
     world_test = _measured_once(
         start, "test_measured.json", lambda: summarize(caption_pairs(start, test), test)
     )
-    start_card = Path(cfg.start_from or work / "base") / "world_metrics.json"
+    start_card = Path(cfg.start_from) / "world_metrics.json" if cfg.start_from else None
     record = {
         "start_from": cfg.start_from,
         # The start model's own card: a continued model's card keeps its whole history.
-        "start_card": json.loads(start_card.read_text()) if start_card.is_file() else None,
+        "start_card": json.loads(start_card.read_text()) if start_card and start_card.is_file() else None,
         "curriculum": stages,
         "curve": curve,
         "test_measured": world_test,
