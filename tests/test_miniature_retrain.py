@@ -108,3 +108,12 @@ def test_retrain_continues_the_world_stage_from_a_trained_model(tmp_path):
     for stream, same in ((300, True), (201, False)):
         drawn = pq.read_table(_world_data(cfg, tmp_path / f"check{stream}", "world0", 1, stream, None))
         assert trained.equals(drawn) is same
+
+
+def test_retrain_refuses_to_start_from_a_folder_it_overwrites(tmp_path):
+    """Starting from the committed annotator while writing the committed folders would replace the start
+    model (and the card a resumed run reads as its history) mid-run: refused before any training."""
+    cfg = _toy(tmp_path, start_from=str(tmp_path / "models" / "annotator"))
+    with pytest.raises(ValueError, match="start_from: .* is a folder this retrain writes"):
+        retrain(cfg)
+    assert not (tmp_path / "work").exists()

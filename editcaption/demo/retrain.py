@@ -1,7 +1,8 @@
-"""`editcaption demo --retrain`: train the miniature models from scratch, the one command that rebuilds
-the committed weights (`editcaption/data/miniature/{annotator,scorer}`).
+"""`editcaption demo --retrain`: train the miniature models, the one command that rebuilds the
+committed weights (`editcaption/data/miniature/{world,annotator,scorer}`).
 
-1. World model: a fresh miniature Qwen3-VL (`world_models.py`) trained with the project's SFT job
+1. World model: a fresh miniature Qwen3-VL (`world_models.py`), or a trained one (`start_from`),
+   trained with the project's SFT job
    (prompt `from_data`) on the world's clean instructions mixed with single-image scene descriptions
    (`records.world_conversations`): first a curriculum of direction-bearing edits alone (camera pans,
    then pans and moves: from all kinds mixed it never learned left from right), then every kind, in
@@ -300,6 +301,12 @@ def train_world(cfg: RetrainConfig, work: Path) -> tuple[str, dict[str, Any]]:
 
 def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     """Train, measure and write the world model, the annotator and the scorer; returns the three cards."""
+    written = {(Path(cfg.out) / name).resolve() for name in ("world", "annotator", "scorer")}
+    if cfg.start_from and Path(cfg.start_from).resolve() in written:
+        # Its weights and card would be replaced while a resumed run still reads them as the start.
+        raise ValueError(
+            f"start_from: {cfg.start_from} is a folder this retrain writes; copy it elsewhere and start from the copy"
+        )
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
     test = split_pairs("test", cfg.measure_pairs)
     world, world_record = train_world(cfg, work)
