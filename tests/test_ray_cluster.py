@@ -11,11 +11,10 @@ the annotator (the committed miniature Qwen3-VL, whose greedy instructions are r
 stands in: the `gpu-1x` resource for GPUs, and the EditScore stand-in server (`fake_editscore.py`) for
 the 8B scorer, which needs a GPU.
 
-CI runs the node checks (separate raylets; each imports a job's code from its own copy) and
-synthesis losing its engine node (marker `cluster`). The driver-kill resume on S3, eval on S3, SFT
-losing its node and Serve autoscaling are opt-in (`cluster_extra`, `make test-cluster`): `make test`
-took 24:53 with the resume and eval in CI and 24:41 without them (2 cores, 6 Dec; the machine's noise
-is that large), at CI's 25-minute budget either way. Every node has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working
+CI runs the node checks (separate raylets; each imports a job's code from its own copy), synthesis
+losing its engine node, the driver-kill resume on S3 and eval on S3 (marker `cluster`). SFT losing its
+node and Serve autoscaling are opt-in (`cluster_extra`, `make test-cluster`): with the suite at 17 min
+on an idle 2-core machine (6 Dec) the resume and eval fit CI's 25 minutes, those two (4-5 min) not. Every node has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working
 dir (rmtree, then unzip) on each node that starts work, which in a shared session dir deleted files
 under running workers (`benchmarks/cluster.py`, 6 Dec). The whole module took 12 min in a serial
 run on an idle 2-core machine (6 Dec), the cluster's start 20 s of it; Serve autoscaling alone 3 min.
@@ -335,7 +334,6 @@ def test_synthesis_job_on_s3_survives_losing_the_engine_node_and_equals_the_loca
     assert light and {t["node_id"] for t in light} - gpu_nodes, "light stages ran on the head too"
 
 
-@extra
 @pytest.mark.timeout(1800)
 def test_synthesis_job_killed_and_resubmitted_resumes_from_its_shards_on_s3(
     cluster: LocalCluster, s3: S3Server, local_synthesis: Path, scorer_url: str, tmp_path: Path
@@ -379,7 +377,6 @@ def eval_config(uri: str, output: str, on_cluster: bool) -> dict:
     }
 
 
-@extra
 @pytest.mark.timeout(1800)
 def test_eval_job_reads_and_writes_s3_and_equals_the_local_run(
     cluster: LocalCluster, s3: S3Server, pairs_dir: Path, tmp_path: Path
