@@ -302,6 +302,21 @@ def test_demo_refuses_a_missing_model(tmp_path):
     json.dumps(DemoConfig(annotator="x", scorer="y").model_dump())
 
 
+def test_retrain_of_the_scorer_alone_refuses_a_folder_without_the_world_model(tmp_path):
+    """`--retrain --model scorer` starts from the world model that the output folder holds: without one
+    it stops with the folder it looked in, before any training (and an unknown model name is refused)."""
+    (tmp_path / "models" / "annotator").mkdir(parents=True)
+    (tmp_path / "models" / "annotator" / "config.json").write_text("{}")
+    args = ["demo", "--retrain", "--annotator", str(tmp_path / "models" / "annotator")]
+    result = CliRunner().invoke(app, [*args, "--model", "scorer"])
+    assert result.exit_code == 2, result.output
+    assert "models: world is not trained in this run" in result.output
+    assert str(tmp_path / "models") in result.output
+    result = CliRunner().invoke(app, [*args, "--model", "critic"])
+    assert result.exit_code == 2 and "critic" in result.output
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["annotator"]  # nothing trained or written
+
+
 def test_stage1_value_and_filter_quality_grade_each_step_against_the_ground_truth():
     """Eight pairs: four right drafts, one flipped, one colour-replaced, one garbled, one missing. The filter
     keeps the right ones and one wrong one; two pairs are routed and refined."""

@@ -117,3 +117,18 @@ def test_retrain_refuses_to_start_from_a_folder_it_overwrites(tmp_path):
     with pytest.raises(ValueError, match="start_from: .* is a folder this retrain writes"):
         retrain(cfg)
     assert not (tmp_path / "work").exists()
+
+
+def test_retrain_of_the_scorer_alone_starts_from_the_folder_world_model(tmp_path):
+    """`models=["scorer"]`: one job, from the world model the output folder holds, measured with its
+    annotator; the world model and the annotator are left as they were."""
+    cfg = _toy(tmp_path, world_steps=1, world_decay_steps=0, max_steps=1, scorer_steps=0)
+    retrain(cfg)
+    models = tmp_path / "models"
+    before = {name: (models / name / "model.safetensors").read_bytes() for name in ("world", "annotator")}
+    cards = retrain(cfg.model_copy(update={"models": ["scorer"], "scorer_steps": 1}))
+    assert set(cards) == {"scorer"} and (models / "scorer" / "world_metrics.json").is_file()
+    assert {name: (models / name / "model.safetensors").read_bytes() for name in before} == before
+    job = json.loads((tmp_path / "work" / "scorer" / "training_summary.json").read_text())
+    assert job["config"]["model"] == str(models / "world")
+    assert cards["scorer"]["test_measured"]["ranking"]["n_pairs"] == 10

@@ -85,22 +85,34 @@ def demo_command(
             "streams its start model has not seen (the from-scratch run used 201-205).",
         ),
     ] = 201,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --retrain: a model to train (world, annotator, scorer; repeat the option for "
+            "several); the others are read from the --annotator folder's parent. Default: all three.",
+        ),
+    ] = None,
 ) -> None:
     """Annotator drafts → scorer filters → ground-truth 'review' → SFT → HAE-DPO (and plain DPO) → held-out table."""
     if retrain:
         from editcaption.demo import retrain as retraining
 
-        config = retraining.RetrainConfig(
-            out=str(annotator.parent),
-            seed=seed,
-            world_steps=world_steps,
-            **({} if curriculum else {"curriculum": []}),
-            max_steps=train_steps,
-            scorer_steps=scorer_steps,
-            start_from=str(start_from) if start_from else None,
-            world_stream=world_stream,
-        )
-        cards = retraining.retrain(config)
+        try:
+            config = retraining.RetrainConfig(
+                out=str(annotator.parent),
+                seed=seed,
+                world_steps=world_steps,
+                **({} if curriculum else {"curriculum": []}),
+                max_steps=train_steps,
+                scorer_steps=scorer_steps,
+                start_from=str(start_from) if start_from else None,
+                world_stream=world_stream,
+                **({"models": model} if model else {}),
+            )
+            cards = retraining.retrain(config)
+        except ValueError as error:  # a pydantic ValidationError is one too
+            typer.echo(f"--retrain: {error}", err=True)
+            raise typer.Exit(2) from error
         typer.echo(json.dumps({name: card["test_measured"] for name, card in cards.items()}, indent=1))
         return
     if split not in ("dev", "test"):

@@ -13,6 +13,8 @@ committed weights (`editcaption/data/miniature/{world,annotator,scorer}`).
    EditScore prompts: the edit it sees, a verdict on the candidate, then scores; half of the rows are
    ones that only the images decide (`records.scorer_contrast_conversations`).
 
+`models` trains some of the three and reads the others from `out` (a new scorer alone, say).
+
 The finished models are measured on the `test` split; the cards beside the weights (bfloat16) hold
 the curve, the measurements, the seeds and the time. With a `work_dir` a retrain that was cut off
 resumes: every job whose output is complete is kept, with its measurements, and the rest is trained.
@@ -24,7 +26,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -137,6 +139,12 @@ class RetrainConfig(BaseModel):
         None,
         description="Scratch folder for data and checkpoints; null: a temp folder. Run again with the same "
         "folder and config to resume after the last finished job.",
+    )
+    models: list[Literal["world", "annotator", "scorer"]] = Field(
+        default_factory=lambda: ["world", "annotator", "scorer"],
+        min_length=1,
+        description='The models this run trains; the others are read from `out` (e.g. ["scorer"]: a new '
+        "scorer from the world model and measured with the annotator that `out` holds).",
     )
     start_from: str | None = Field(
         None,
@@ -300,54 +308,61 @@ def train_world(cfg: RetrainConfig, work: Path) -> tuple[str, dict[str, Any]]:
 
 
 def retrain(cfg: RetrainConfig) -> dict[str, Any]:
-    """Train, measure and write the world model, the annotator and the scorer; returns the three cards."""
-    written = {(Path(cfg.out) / name).resolve() for name in ("world", "annotator", "scorer")}
+    """Train, measure and write the models `cfg.models` names (the others are read from `cfg.out`);
+    returns the cards of those it wrote."""
+    out = Path(cfg.out).resolve()  # training jobs take a model folder by absolute path
+    written = {out / name for name in cfg.models}
     if cfg.start_from and Path(cfg.start_from).resolve() in written:
         # Its weights and card would be replaced while a resumed run still reads them as the start.
         raise ValueError(
             f"start_from: {cfg.start_from} is a folder this retrain writes; copy it elsewhere and start from the copy"
         )
+    # The annotator starts from the world model; the scorer too, and it is measured with the annotator.
+    needed = {"annotator": {"world"}, "scorer": {"world", "annotator"}}
+    for name in sorted(set().union(*(needed.get(m, set()) for m in cfg.models)) - set(cfg.models)):
+        if not (out / name / "config.json").is_file():
+            raise ValueError(f"models: {name} is not trained in this run and {out / name} holds no model")
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
     test = split_pairs("test", cfg.measure_pairs)
-    world, world_record = train_world(cfg, work)
-    seconds = world_record["train_seconds"]
-    world_card = write_card(
-        store_bf16(world, Path(cfg.out) / "world"),
-        {
+    cards: dict[str, Any] = {}
+    world, annotator = str(out / "world"), out / "annotator"
+    if "world" in cfg.models:
+        world, world_record = train_world(cfg, work)
+        card = {
             "what": "world model of the miniature world: clean instructions and scene descriptions; the "
             "annotator and the scorer start from it",
             "seed": cfg.seed,
             **world_record,
-        },
-    )
-
-    noisy = list(generate(cfg.max_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 401), prefix="noisy"))
-    rows, injected = world_conversations(noisy, [], cfg.noise.model_copy(update={"seed": cfg.seed}))
-    data = write_conversations(rows, work / "annotator.parquet")
-    job = _job(
-        cfg, work, "annotator", world, data, cfg.max_steps, cfg.annotator_learning_rate, 20, decay=True
-    )
-    result = _train(job)
-    seconds += _seconds(result)
-    annotator = store_bf16(job.output, Path(cfg.out) / "annotator")
-    cards = {
-        "world": world_card,
-        "annotator": write_card(
+        }
+        cards["world"] = write_card(store_bf16(world, out / "world"), card)
+    if "annotator" in cfg.models:
+        noisy = list(
+            generate(cfg.max_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 401), prefix="noisy")
+        )
+        rows, injected = world_conversations(noisy, [], cfg.noise.model_copy(update={"seed": cfg.seed}))
+        data = write_conversations(rows, work / "annotator.parquet")
+        job = _job(
+            cfg, work, "annotator", world, data, cfg.max_steps, cfg.annotator_learning_rate, 20, decay=True
+        )
+        result = _train(job)
+        annotator = store_bf16(job.output, out / "annotator")
+        held = out / "world" / "world_metrics.json"
+        world_card = cards.get("world") or (json.loads(held.read_text()) if held.is_file() else {})
+        cards["annotator"] = write_card(
             annotator,
             {
                 "what": "weak annotator for the miniature world: the world model trained on labels with "
                 "injected systematic errors",
                 "seed": cfg.seed,
-                "world_model": world_record,
+                "world_model": {k: v for k, v in world_card.items() if k not in ("what", "seed")},
                 "injected_label_error_rates": injected,
                 "train_metrics": result.get("metrics"),
-                "train_seconds": round(seconds, 1),
+                "train_seconds": round(world_card.get("train_seconds", 0.0) + _seconds(result), 1),
                 "config": redact(cfg.model_dump()),
                 "test_measured": summarize(caption_pairs(annotator, test), test),
             },
-        ),
-    }
-    if cfg.scorer_steps:
+        )
+    if "scorer" in cfg.models and cfg.scorer_steps:
         scorer_pairs = list(
             generate(cfg.scorer_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 7), prefix="scorer")
         )
@@ -359,7 +374,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
             cfg, work, "scorer", world, data, cfg.scorer_steps, cfg.scorer_learning_rate, 20, decay=True
         )
         result = _train(job)
-        scorer = store_bf16(job.output, Path(cfg.out) / "scorer")
+        scorer = store_bf16(job.output, out / "scorer")
         cards["scorer"] = write_card(
             scorer,
             {
