@@ -109,10 +109,11 @@ def demo_command(
                 world_stream=world_stream,
                 **({"models": model} if model else {}),
             )
-            cards = retraining.retrain(config)
+            retraining.check_folders(config)
         except ValueError as error:  # a pydantic ValidationError is one too
             typer.echo(f"--retrain: {error}", err=True)
             raise typer.Exit(2) from error
+        cards = retraining.retrain(config)
         typer.echo(json.dumps({name: card["test_measured"] for name, card in cards.items()}, indent=1))
         return
     if split not in ("dev", "test"):

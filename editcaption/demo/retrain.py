@@ -307,12 +307,11 @@ def train_world(cfg: RetrainConfig, work: Path) -> tuple[str, dict[str, Any]]:
     return start, record
 
 
-def retrain(cfg: RetrainConfig) -> dict[str, Any]:
-    """Train, measure and write the models `cfg.models` names (the others are read from `cfg.out`);
-    returns the cards of those it wrote."""
-    out = Path(cfg.out).resolve()  # training jobs take a model folder by absolute path
-    written = {out / name for name in cfg.models}
-    if cfg.start_from and Path(cfg.start_from).resolve() in written:
+def check_folders(cfg: RetrainConfig) -> None:
+    """Refuse, before any training, a run that would overwrite its own start model or lacks a model it
+    reads from `out`; ValueError says which folder."""
+    out = Path(cfg.out).resolve()
+    if cfg.start_from and Path(cfg.start_from).resolve() in {out / name for name in cfg.models}:
         # Its weights and card would be replaced while a resumed run still reads them as the start.
         raise ValueError(
             f"start_from: {cfg.start_from} is a folder this retrain writes; copy it elsewhere and start from the copy"
@@ -322,6 +321,13 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     for name in sorted(set().union(*(needed.get(m, set()) for m in cfg.models)) - set(cfg.models)):
         if not (out / name / "config.json").is_file():
             raise ValueError(f"models: {name} is not trained in this run and {out / name} holds no model")
+
+
+def retrain(cfg: RetrainConfig) -> dict[str, Any]:
+    """Train, measure and write the models `cfg.models` names (the others are read from `cfg.out`);
+    returns the cards of those it wrote."""
+    check_folders(cfg)
+    out = Path(cfg.out).resolve()  # training jobs take a model folder by absolute path
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="miniature-"))
     test = split_pairs("test", cfg.measure_pairs)
     cards: dict[str, Any] = {}
