@@ -183,6 +183,11 @@ def main() -> None:
         ap.error("--seeds: a study needs at least two seeds")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     work = Path(args.work).resolve()
+    if earlier := sorted(work.glob("seed-*")):
+        # Each seed's training runs refuse an existing run folder, after Stage 1 has already run.
+        ap.error(
+            f"--work {work} holds an earlier study's runs ({earlier[0].name}, ...): remove it or pass another"
+        )
     given = {"annotator": args.annotator, "scorer": args.scorer, "split": args.split, "heldout": args.pairs}
     if clash := set(overrides) & {*given, "out", "seed"}:
         ap.error(f"--set {', '.join(sorted(clash))}: use the command's own options")

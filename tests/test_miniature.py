@@ -365,3 +365,19 @@ def test_injected_mistakes_are_systematic_so_greedy_decoding_repeats_them():
             assert error is None and label == pair.instruction
     errors = [noisy_instruction(p, noise, rng)[1] for p in pairs]
     assert 0.25 < sum(e is not None for e in errors) / len(pairs) < 0.45
+
+
+def test_the_study_refuses_a_work_folder_with_an_earlier_studys_runs(tmp_path):
+    """Rerun into the same folder, every seed's training run would refuse its existing run folder after
+    Stage 1 had run: the study stops at once instead, naming the folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "seed-0" / "train").mkdir(parents=True)
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "miniature.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--work", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and f"--work {tmp_path} holds an earlier study's runs" in done.stderr
+    assert not (tmp_path / "stage1").exists()
