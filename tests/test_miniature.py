@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -370,10 +373,6 @@ def test_injected_mistakes_are_systematic_so_greedy_decoding_repeats_them():
 def test_the_study_refuses_a_work_folder_with_an_earlier_studys_runs(tmp_path):
     """Rerun into the same folder, every seed's training run would refuse its existing run folder after
     Stage 1 had run: the study stops at once instead, naming the folder."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     (tmp_path / "seed-0" / "train").mkdir(parents=True)
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "miniature.py"
     done = subprocess.run(
