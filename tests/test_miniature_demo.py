@@ -39,10 +39,10 @@ CLAIMS: dict[str, tuple[str, str, str, float]] = {
     # 0.075, 0.085, 0.085, 0.105, 0.070: SFT on the filtered and refined data beats its annotator.
     "exact match: sft - annotator": ("sft", "annotator", "exact", 0.035),
 }
-# Not asserted, their intervals span zero (6 Dec evening study, the models from the 0.80 world model):
-# orientation errors annotator - SFT +0.033 [-0.005, +0.073] (every seed +0.02 to +0.045), SFT -
-# HAE-DPO +0.013 [-0.027, +0.054], HAE-DPO - DPO +0.000 (0 on every seed). Both DPO objectives cost
-# exact match (HAE-DPO - SFT -0.084 [-0.144, -0.028]), reported in docs/miniature.md, not a claim.
+# Not asserted, their intervals span zero (6 Dec night study, the models from the 0.80 world model, DPO
+# at 2e-5): orientation errors annotator - SFT +0.033 [-0.005, +0.073] (every seed +0.02 to +0.045),
+# SFT - HAE-DPO -0.002 [-0.039, +0.031], HAE-DPO - DPO +0.000 (0 on every seed); exact match HAE-DPO -
+# SFT -0.007 [-0.050, +0.038] (-0.084 at the earlier 1e-4, docs/miniature.md).
 
 
 def metric(models: dict, name: str, key: str) -> float:
