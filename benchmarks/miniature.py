@@ -48,6 +48,8 @@ DIFFERENCES = [
     ("prefers an attribute error: sft - sft+hae-dpo", "sft", "sft+hae-dpo", "pref:attribute"),
 ]
 METRICS = ["exact", *ERROR_TYPES, *(f"pref:{t}" for t in ERROR_TYPES)]
+# study.json's per-pair grades, a letter per pair (first letters would make orientation and other one).
+GRADE_LETTERS = {"exact": "e", "orientation": "o", "viewpoint": "v", "attribute": "a", "other": "x"}
 
 
 def cells(per_pair: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +234,8 @@ def main() -> None:
         "per_seed": tables,
         **summarize_study(runs),
         "per_pair_grades": {
-            name: ["".join(g[0] for g in r["grade"]) for r in per_seed] for name, per_seed in runs.items()
+            name: ["".join(GRADE_LETTERS[g] for g in r["grade"]) for r in per_seed]
+            for name, per_seed in runs.items()
         },
         "seconds": seconds,
     }

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import subprocess
@@ -39,7 +40,7 @@ from editcaption.demo.world_models import (
 from editcaption.prompts.editscore import parse_score_reply, semantic_consistency_messages
 from editcaption.prompts.instruction import instruction_messages
 from editcaption.prompts.scoring import aggregate_editscore
-from editcaption.schema import Score
+from editcaption.schema import ERROR_TYPES, Score
 
 
 @pytest.fixture(scope="module")
@@ -380,3 +381,13 @@ def test_the_study_refuses_a_work_folder_with_an_earlier_studys_runs(tmp_path):
     )
     assert done.returncode == 2 and f"--work {tmp_path} holds an earlier study's runs" in done.stderr
     assert not (tmp_path / "stage1").exists()
+
+
+def test_the_studys_per_pair_grade_letters_tell_every_grade_apart():
+    """study.json keeps a letter per pair and grade: orientation and other once shared their first letter."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "miniature.py"
+    spec = importlib.util.spec_from_file_location("miniature_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    assert set(study.GRADE_LETTERS) == {"exact", *ERROR_TYPES}
+    assert len(set(study.GRADE_LETTERS.values())) == len(study.GRADE_LETTERS)
