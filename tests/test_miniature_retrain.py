@@ -78,7 +78,9 @@ def test_retrain_runs_every_stage_and_writes_the_three_models(tmp_path, monkeypa
 def test_retrain_continues_the_world_stage_from_a_trained_model(tmp_path):
     """`start_from`: no fresh model and no curriculum; the world stage's chunks start from the given
     folder, on the world streams asked for, and the card says where it started."""
-    first = _toy(tmp_path / "first", max_steps=1, scorer_steps=0, world_steps=1, world_decay_steps=0)
+    first = _toy(
+        tmp_path / "first", max_steps=1, world_steps=1, world_decay_steps=0, models=["world", "annotator"]
+    )
     retrain(first)
     start = tmp_path / "first" / "models" / "world"
     cfg = _toy(
@@ -89,7 +91,7 @@ def test_retrain_continues_the_world_stage_from_a_trained_model(tmp_path):
         world_chunk=1,
         world_decay_steps=1,
         max_steps=1,
-        scorer_steps=0,
+        models=["world", "annotator"],
     )
     cards = retrain(cfg)
     world = cards["world"]
@@ -122,11 +124,11 @@ def test_retrain_refuses_to_start_from_a_folder_it_overwrites(tmp_path):
 def test_retrain_of_the_scorer_alone_starts_from_the_folder_world_model(tmp_path):
     """`models=["scorer"]`: one job, from the world model the output folder holds, measured with its
     annotator; the world model and the annotator are left as they were."""
-    cfg = _toy(tmp_path, world_steps=1, world_decay_steps=0, max_steps=1, scorer_steps=0)
+    cfg = _toy(tmp_path, world_steps=1, world_decay_steps=0, max_steps=1, models=["world", "annotator"])
     retrain(cfg)
     models = tmp_path / "models"
     before = {name: (models / name / "model.safetensors").read_bytes() for name in ("world", "annotator")}
-    cards = retrain(cfg.model_copy(update={"models": ["scorer"], "scorer_steps": 1}))
+    cards = retrain(cfg.model_copy(update={"models": ["scorer"]}))
     assert set(cards) == {"scorer"} and (models / "scorer" / "world_metrics.json").is_file()
     assert {name: (models / name / "model.safetensors").read_bytes() for name in before} == before
     job = json.loads((tmp_path / "work" / "scorer" / "training_summary.json").read_text())

@@ -14,7 +14,8 @@ the 8B scorer, which needs a GPU.
 CI runs the node checks (separate raylets; each imports a job's code from its own copy), synthesis
 losing its engine node, the driver-kill resume on S3 and eval on S3 (marker `cluster`). SFT losing its
 node and Serve autoscaling are opt-in (`cluster_extra`, `make test-cluster`): with the suite at 17 min
-on an idle 2-core machine (6 Dec) the resume and eval fit CI's 25 minutes, those two (4-5 min) not. Every node has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working
+on an idle 2-core machine (6 Dec) the resume and eval fit CI's 25 minutes, those two (4-5 min) not.
+Every node has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working
 dir (rmtree, then unzip) on each node that starts work, which in a shared session dir deleted files
 under running workers (`benchmarks/cluster.py`, 6 Dec). The whole module took 12 min in a serial
 run on an idle 2-core machine (6 Dec), the cluster's start 20 s of it; Serve autoscaling alone 3 min.

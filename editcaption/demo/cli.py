@@ -67,7 +67,7 @@ def demo_command(
         int, typer.Option(min=1, help="With --retrain: then steps on the error-injected labels.")
     ] = 600,
     scorer_steps: Annotated[
-        int, typer.Option(min=0, help="With --retrain: scorer steps from the world model (0: no scorer).")
+        int, typer.Option(min=1, help="With --retrain: scorer steps from the world model.")
     ] = 900,
     start_from: Annotated[
         Path | None,

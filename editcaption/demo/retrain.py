@@ -124,7 +124,9 @@ class RetrainConfig(BaseModel):
     noise: NoiseConfig = Field(default_factory=NoiseConfig, description="Injected label errors.")
     model: WorldModelConfig = Field(default_factory=WorldModelConfig)
     scorer_steps: int = Field(
-        900, ge=0, description="Scorer optimizer steps from the world model; 0: no scorer."
+        900,
+        ge=1,
+        description="Scorer optimizer steps from the world model (no scorer: leave it out of `models`).",
     )
     scorer_learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate of the scorer's run.")
     scorer_contrast_share: float = Field(
@@ -368,7 +370,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
                 "test_measured": summarize(caption_pairs(annotator, test), test),
             },
         )
-    if "scorer" in cfg.models and cfg.scorer_steps:
+    if "scorer" in cfg.models:
         scorer_pairs = list(
             generate(cfg.scorer_steps * cfg.batch_size, WorldConfig(seed=cfg.seed + 7), prefix="scorer")
         )
