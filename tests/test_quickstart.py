@@ -28,7 +28,7 @@ from editcaption.synthesis.shards import commit_shard
 
 # Issue #20's bar for `make demo` on the bundled world pairs.
 MIN_KEPT_SHARE = 0.5  # of the world pairs, kept by the scorer's filter
-MIN_CORRECT_SHARE = 0.5  # of the kept world instructions, exactly right against the ground truth
+MIN_CORRECT_SHARE = 0.7  # of the kept world instructions, exactly right against the ground truth
 # `make demo` prints at most 60 lines: its own two command echoes and setup's "up to date" line,
 # then what `editcaption quickstart` prints.
 MAX_DEMO_LINES = 60 - 3
@@ -180,11 +180,12 @@ def test_the_demo_keeps_at_least_half_of_the_world_pairs(demo):
 
 @pytest.mark.slow
 def test_the_demo_keeps_mostly_correct_instructions(demo):
-    # Issue #20 asks for 0.8 and it is NOT met: with the scorer retrained on 6 Dec (issue #17) two runs
-    # here measured 0.64 (37 of 58 kept) and 0.66 (39 of 59; 15 kept 'other', 4 orientation), up from
-    # 0.55 with the 5 Dec scorer and 0.15 before. The scorer passes the misreadings it shares with the
-    # annotator, and the annotator samples two candidates at temperature, so what is asserted is what
-    # holds, with room for a CPU's float order and the sampling.
+    # Issue #20 asks for 0.8. With the filter chosen on dev (6 Dec: overall 9, candidates that contradict
+    # each other filtered) ten runs here measured 0.90, 0.84, 0.77, 0.86, 0.77 (the committed sampling
+    # seed: Ray's batches still vary between runs) and 0.80, 0.81, 0.78, 0.77, 0.82 (seeds 1-5), kept
+    # 0.59-0.64: the sampled candidates move it, as a CPU's float order would. The rest are misreadings
+    # the scorer shares with the annotator and rotations it cannot see (#17). What is asserted holds
+    # for every one of those runs, with room below the worst.
     assert demo["ground_truth"]["kept_correct_share"] >= MIN_CORRECT_SHARE, demo["ground_truth"]
 
 

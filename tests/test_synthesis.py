@@ -132,6 +132,32 @@ def test_decide_keeps_the_best_candidate_only_if_it_passes(overalls, sc, status,
     assert ("direction_words" in json.loads(out["review_reasons"])) == bool(overalls)
 
 
+@pytest.mark.parametrize(
+    ("texts", "limit", "status", "reason"),
+    [
+        (["Move the cube to the viewer's left.", "Move the cube to the viewer's right."], 1.0, "filtered",
+         "candidates disagree 1.00 >= 1.0"),
+        (["Rotate the knob clockwise.", "Rotate the knob anticlockwise."], 0.5, "filtered",
+         "candidates disagree 1.00 >= 0.5"),
+        (["Move the cube to the viewer's left.", "Move the cube to the viewer's right."], None, "kept", None),
+        (["Move the cube to the viewer's left.", "Shift the cube to the viewer's left."], 0.5, "kept", None),
+        (["Remove the dog from the sofa.", "Change the sky to a sunset."], 0.5, "filtered",
+         "candidates disagree 0.83 >= 0.5"),  # one word in common of ten
+    ],
+)  # fmt: skip
+def test_decide_filters_pairs_whose_candidates_contradict_each_other(texts, limit, status, reason):
+    """Both candidates score 9: only the filter's disagreement limit can filter the pair, and it reads
+    the wording (a reversed direction is full disagreement), not the scores."""
+    row = _scored_row([9.0, 9.0], 9.0)
+    for candidate, text in zip(row["candidates"], texts, strict=True):
+        candidate["instruction"] = text
+    out = decide(row, FilterConfig(max_candidate_disagreement=limit), RoutingConfig())
+    assert out["status"] == status and out["filter_reason"] == reason
+    assert out["best_instruction"] == texts[0]
+    if status == "filtered":
+        assert "candidates_disagree" in json.loads(out["review_reasons"])
+
+
 def test_check_flags_send_flip_inconsistent_pairs_to_review_first():
     row = decide(_scored_row([7.5]), FilterConfig(), RoutingConfig())
     row = {**row, "best_instruction": "Move the man to the left.", "flip_verdict": "inconsistent"}

@@ -16,12 +16,23 @@ from editcaption.synthesis.route import RoutingConfig
 
 
 class FilterConfig(BaseModel):
-    """Which best candidates are kept: both thresholds must pass (scores on EditScore's 0-10 scale)."""
+    """Which best candidates are kept: both thresholds must pass (scores on EditScore's 0-10 scale), and,
+    when asked, the pair's candidates must not contradict each other."""
 
     model_config = ConfigDict(extra="forbid")
 
     min_overall: float = Field(6.0, ge=0, le=10, description="Keep only if overall = sqrt(SC*PQ) >= this.")
     min_semantic_consistency: float = Field(5.0, ge=0, le=10, description="...and SC >= this.")
+    max_candidate_disagreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="...and the candidates' wording disagrees less than this (0-1, `route.wording_"
+        "disagreement`: 1 for opposite directions, 0 for paraphrases). 1.0 filters only pairs whose "
+        "candidates reverse a direction; None never looks. A scorer that cannot see a direction ranks "
+        "both senses alike, so a contradiction is the annotator's doubt the score does not show. The "
+        "filtered pair still ranks high for review (`candidates_disagree`).",
+    )
 
 
 class ChecksConfig(SharedChecksConfig):

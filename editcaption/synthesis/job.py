@@ -23,7 +23,7 @@ from editcaption.prompts.instruction import caption_expand, make_candidate
 from editcaption.prompts.scoring import best_score, score_expand, score_merge
 from editcaption.schema import pair_table
 from editcaption.synthesis.config import ChecksConfig, FilterConfig, SynthesisConfig
-from editcaption.synthesis.route import RoutingConfig, review_priority
+from editcaption.synthesis.route import RoutingConfig, review_priority, wording_disagreement
 
 # ---------------------------------------------------------------- caption stage
 
@@ -71,6 +71,10 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
             failed.append(f"overall {best['overall']:.2f} < {filt.min_overall}")
         if best["semantic_consistency"] < filt.min_semantic_consistency:
             failed.append(f"SC {best['semantic_consistency']:.2f} < {filt.min_semantic_consistency}")
+        if filt.max_candidate_disagreement is not None:
+            disagreement = wording_disagreement([c["instruction"] for c in candidates.values()])
+            if disagreement >= filt.max_candidate_disagreement:
+                failed.append(f"candidates disagree {disagreement:.2f} >= {filt.max_candidate_disagreement}")
         out.update(status="filtered" if failed else "kept", filter_reason="; ".join(failed) or None)
     by_candidate = {s["candidate_id"]: s["overall"] for s in scores}
     for cid, c in candidates.items():

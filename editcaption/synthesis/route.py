@@ -117,9 +117,7 @@ def review_priority(
     words = [w for w in (_words(t) for t in instructions if t) if w]
     token_sets = [frozenset(w) for w in words]
 
-    disagreement = max(_score_spread(candidate_overalls, cfg), _wording_distance(token_sets))
-    if _directions_conflict(token_sets):
-        disagreement = 1.0
+    disagreement = max(_score_spread(candidate_overalls, cfg), wording_disagreement(instructions))
     if disagreement >= DISAGREEMENT_REASON_MIN:
         reasons.append("candidates_disagree")
 
@@ -146,6 +144,15 @@ def select_for_review(priorities: list[tuple[str, float]], share: float) -> set[
     count = math.ceil(round(share * len(priorities), 9))
     ranked = sorted(priorities, key=lambda item: (-item[1], item[0]))
     return {pair_id for pair_id, _ in ranked[:count]}
+
+
+def wording_disagreement(instructions: list[str | None]) -> float:
+    """How much the candidates' texts disagree, 0-1: 1 when one says a direction another reverses
+    (left/right, clockwise/anticlockwise, up/down), else their mean word-set distance with paraphrases
+    at 0. The filter reads it too (`FilterConfig.max_candidate_disagreement`): candidates that contradict
+    each other say the annotator could not tell, whatever the scorer prefers."""
+    token_sets = [frozenset(w) for w in (_words(t) for t in instructions if t) if w]
+    return 1.0 if _directions_conflict(token_sets) else _wording_distance(token_sets)
 
 
 def _words(text: str) -> list[str]:
