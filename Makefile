@@ -22,7 +22,7 @@ miniature: setup  ## the whole paper in the miniature world with the committed m
 # Two xdist workers, one test module each at a time (module fixtures such as the Ray cluster stay whole):
 # in a serial run one of the two cores idled about 40% of the time (imports, process start-ups).
 test: setup  ## the whole test suite (what CI runs), without the opt-in cluster, production and miniature scenarios
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -ra --durations=15 -m "not cluster_extra and not production_extra and not miniature_extra and not ci_extra"
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -ra --durations=15 -m "not production_extra and not miniature_extra and not ci_extra"
 
 test-extra: setup  ## the tests CI leaves out for time whose path another CI test covers (marker ci_extra)
 	$(PY) -m pytest -q -ra --durations=0 -m ci_extra
@@ -33,7 +33,7 @@ test-miniature: setup  ## the miniature claims on freshly trained models (the de
 test-production: setup  ## the production configs CI leaves out (Serve with three engines, the GLM-4.5V caption job)
 	$(PY) -m pytest -q -ra --durations=0 tests/test_production_configs.py tests/test_production_serve_configs.py
 
-test-cluster: setup  ## every several-node Ray cluster test, the opt-in ones too (docs/cluster.md)
+test-cluster: setup  ## only the several-node Ray cluster tests, serially (make test runs them too; docs/cluster.md)
 	$(PY) -m pytest -q -ra --durations=0 -m cluster
 
 test-fast: setup  ## skip tests that start vLLM, Ray clusters or servers

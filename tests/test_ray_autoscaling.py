@@ -29,7 +29,7 @@ from fake_editscore import fake_editscore_server
 
 from editcaption.local_cluster import LocalCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.cluster_extra]  # beyond CI's budget
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 MAX_WORKERS = 2
 IDLE_TIMEOUT_MINUTES = 0.25

@@ -11,14 +11,10 @@ the annotator (the committed miniature Qwen3-VL, whose greedy instructions are r
 stands in: the `gpu-1x` resource for GPUs, and the EditScore stand-in server (`fake_editscore.py`) for
 the 8B scorer, which needs a GPU.
 
-CI runs the node checks (separate raylets; each imports a job's code from its own copy), synthesis
-losing its engine node, the driver-kill resume on S3 and eval on S3 (marker `cluster`). SFT losing its
-node and Serve autoscaling are opt-in (`cluster_extra`, `make test-cluster`): with the suite at 17 min
-on an idle 2-core machine (6 Dec) the resume and eval fit CI's 25 minutes, those two (4-5 min) not.
-Every node has its own temp dir (`LocalCluster`): Ray re-unpacks a job's working
-dir (rmtree, then unzip) on each node that starts work, which in a shared session dir deleted files
-under running workers (`benchmarks/cluster.py`, 6 Dec). The whole module took 12 min in a serial
-run on an idle 2-core machine (6 Dec), the cluster's start 20 s of it; Serve autoscaling alone 3 min.
+CI runs every test here (marker `cluster`). Every node has its own temp dir (`LocalCluster`): Ray
+re-unpacks a job's working dir (rmtree, then unzip) on each node that starts work, which in a shared
+session dir deleted files under running workers (`benchmarks/cluster.py`, 6 Dec). The whole module
+took 7-12 min in serial runs on an idle 2-core machine (6 Dec), the cluster's start 12-20 s of it.
 """
 
 from __future__ import annotations
@@ -49,7 +45,6 @@ from editcaption.local_cluster import HEAD, PATIENT_RAY_ENV, LocalCluster, NodeS
 from editcaption.schema import SFTRecord
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-extra = pytest.mark.cluster_extra  # beyond CI's time budget: `make test-cluster`
 
 # ---------------------------------------------------------------------- fixtures
 
@@ -438,7 +433,6 @@ def sft_config(tmp: Path, name: str, **changes: Any) -> dict:
     }
 
 
-@extra
 @pytest.mark.timeout(1800)
 def test_sft_job_on_s3_restarts_after_losing_its_node_and_resumes_with_resume(
     cluster: LocalCluster, s3: S3Server, tmp_path: Path
@@ -516,7 +510,6 @@ def registered(fs: Any, run: str) -> list[int]:
     return sorted({int(part[:7]) for part in text.split("checkpoint-")[1:] if part[:7].isdigit()})
 
 
-@extra
 @pytest.mark.timeout(1800)
 def test_serve_autoscales_from_one_to_two_replicas_and_back(cluster: LocalCluster, tmp_path: Path) -> None:
     """`serve deploy` through the dashboard: the captioner engine deployment (min 1, max 2 replicas,
