@@ -22,7 +22,7 @@ miniature: setup  ## the whole paper in the miniature world with the committed m
 # Two xdist workers, one test module each at a time (module fixtures such as the Ray cluster stay whole):
 # in a serial run one of the two cores idled about 40% of the time (imports, process start-ups).
 test: setup  ## the whole test suite (what CI runs), without the opt-in cluster, production and miniature scenarios
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -ra --durations=15 -m "not production_extra and not miniature_extra and not ci_extra"
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -ra --durations=25 -m "not production_extra and not miniature_extra and not ci_extra"
 
 test-extra: setup  ## the tests CI leaves out for time whose path another CI test covers (marker ci_extra)
 	$(PY) -m pytest -q -ra --durations=0 -m ci_extra
