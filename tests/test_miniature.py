@@ -318,6 +318,8 @@ def test_retrain_of_the_scorer_alone_refuses_a_folder_without_the_world_model(tm
     assert str(tmp_path / "models") in result.output
     result = CliRunner().invoke(app, [*args, "--model", "critic"])
     assert result.exit_code == 2 and "critic" in result.output
+    result = CliRunner().invoke(app, [*args, "--world-kind", "rotate", "--world-kind", "spin"])
+    assert result.exit_code == 2 and "world_kinds" in result.output
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["annotator"]  # nothing trained or written
 
 
@@ -391,3 +393,31 @@ def test_the_studys_per_pair_grade_letters_tell_every_grade_apart():
     spec.loader.exec_module(study)
     assert set(study.GRADE_LETTERS) == {"exact", *ERROR_TYPES}
     assert len(set(study.GRADE_LETTERS.values())) == len(study.GRADE_LETTERS)
+
+
+def test_world_kinds_weight_the_world_stages_instructions_and_described_scenes(tmp_path):
+    """`RetrainConfig.world_kinds` repeats a kind to weight it: one round of the 14-entry list (every
+    kind once, rotations and raised arms twice more) gives three of each of those two among 14
+    instructions, and the scenes it describes are drawn from the same kinds."""
+    import pyarrow.parquet as pq
+
+    from editcaption.demo.retrain import RetrainConfig, _world_data
+    from editcaption.demo.world import EDIT_KINDS
+
+    kinds = [*EDIT_KINDS, "rotate", "raise_arm", "rotate", "raise_arm"]
+    cfg = RetrainConfig(batch_size=14, describe_share=0.5, world_kinds=kinds)
+    rows = pq.read_table(_world_data(cfg, tmp_path, "w", 2, 221, kinds, kinds)).to_pylist()
+    answers = [row["messages"][-1]["content"][0]["text"] for row in rows]
+    descriptions = [a for a in answers if a.startswith("A figure facing")]
+    instructions = [a for a in answers if a not in descriptions]
+    assert len(descriptions) == 14 and len(instructions) == 14
+    assert sum(a.startswith("Rotate the") for a in instructions) == 3
+    assert sum("raise its own" in a for a in instructions) == 3
+    assert sum(a.startswith("Pan the camera") for a in instructions) == 1
+    # Described scenes come from `describe_kinds`: a rotation's scenes always hold a triangle.
+    rows = pq.read_table(_world_data(cfg, tmp_path, "r", 2, 221, kinds, ["rotate"])).to_pylist()
+    described = [r["messages"][-1]["content"][0]["text"] for r in rows]
+    described = [d for d in described if d.startswith("A figure facing")]
+    assert len(described) == 14 and all("triangle pointing" in d for d in described)
+    with pytest.raises(ValueError, match="world_kinds"):
+        RetrainConfig(world_kinds=["rotate", "spin"])

@@ -85,6 +85,13 @@ def demo_command(
             "streams its start model has not seen (the from-scratch run used 201-205).",
         ),
     ] = 201,
+    world_kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --retrain: an edit kind of the world stage, drawn round-robin (repeat a kind to "
+            "weight it; every kind once by default).",
+        ),
+    ] = None,
     model: Annotated[
         list[str] | None,
         typer.Option(
@@ -107,6 +114,7 @@ def demo_command(
                 scorer_steps=scorer_steps,
                 start_from=str(start_from) if start_from else None,
                 world_stream=world_stream,
+                world_kinds=world_kind or None,
                 **({"models": model} if model else {}),
             )
             retraining.check_folders(config)

@@ -154,6 +154,12 @@ class RetrainConfig(BaseModel):
         "curriculum: e.g. the committed world model, to train it further without the two hours from "
         "scratch. Null: from scratch.",
     )
+    world_kinds: list[EditKind] | None = Field(
+        None,
+        description="Edit kinds of the world stage's instructions and of the scenes it describes, drawn "
+        "round-robin: repeat a kind to weight it (e.g. rotations and raised arms three times each, the "
+        "kinds the 6 Dec world model read worst). Null: every kind once.",
+    )
     world_stream: int = Field(
         201,
         ge=0,
@@ -232,15 +238,24 @@ def _seconds(result: dict[str, Any]) -> float:
 
 
 def _world_data(
-    cfg: RetrainConfig, work: Path, name: str, steps: int, stream: int, kinds: list[str] | None
+    cfg: RetrainConfig,
+    work: Path,
+    name: str,
+    steps: int,
+    stream: int,
+    kinds: list[str] | None,
+    describe_kinds: list[str] | None = None,
 ) -> Path:
     """`steps` batches of fresh examples from world stream `stream`: instructions of `kinds` (all when
-    None), and the configured share of scene descriptions of pairs of every kind."""
+    None), and the configured share of scene descriptions of pairs of `describe_kinds` (all when None)."""
     examples = steps * cfg.batch_size
     n_describe = round(examples * cfg.describe_share)
     drawn = WorldConfig(seed=cfg.seed + stream, **({"kinds": kinds} if kinds else {}))
     pairs = list(generate(examples - n_describe, drawn, prefix=name))
-    described = list(generate(n_describe, WorldConfig(seed=cfg.seed + stream + 50_000), prefix=f"{name}-d"))
+    scenes = WorldConfig(
+        seed=cfg.seed + stream + 50_000, **({"kinds": describe_kinds} if describe_kinds else {})
+    )
+    described = list(generate(n_describe, scenes, prefix=f"{name}-d"))
     rows, _ = world_conversations(pairs, described, seed=cfg.seed + stream)
     return write_conversations(rows, work / f"{name}.parquet")
 
@@ -275,7 +290,9 @@ def train_world(cfg: RetrainConfig, work: Path) -> tuple[str, dict[str, Any]]:
     chunks = _chunks(cfg.world_steps, cfg.world_chunk, cfg.world_decay_steps)
     for k, steps in enumerate(chunks):
         decay = cfg.world_decay_steps > 0 and k == len(chunks) - 1
-        data = _world_data(cfg, work, f"world{k}", steps, cfg.world_stream + k, None)
+        data = _world_data(
+            cfg, work, f"world{k}", steps, cfg.world_stream + k, cfg.world_kinds, cfg.world_kinds
+        )
         # A short warm-up per chunk: each job starts a fresh Adam state.
         job = _job(cfg, work, f"world{k}", start, data, steps, cfg.learning_rate, min(20, steps // 10), decay)
         result = _train(job)
