@@ -13,8 +13,7 @@ import pyarrow as pa
 import pytest
 
 from editcaption.engines import EngineRequest, GroupedStep, VLLMEngineConfig
-from editcaption.engines.base import AsyncGroupedCall, EngineResult, result_row
-from editcaption.engines.vllm_async import BusyClock
+from editcaption.engines.base import AsyncGroupedCall, BusyClock, EngineResult, result_row
 from editcaption.engines.vllm_engine import VLLMEngine
 
 
@@ -111,3 +110,88 @@ def test_vllm_batches_are_sized_from_max_num_seqs() -> None:
     assert engine.async_predictor() is not None
     sync = VLLMEngine(VLLMEngineConfig(model="/models/x", async_engine=False))
     assert sync.async_predictor() is None
+
+
+@pytest.mark.slow
+def test_in_process_vllm_sends_each_rows_next_round_as_soon_as_its_own_requests_are_answered(tiny_model):
+    """The synchronous engine (`async_engine: false`) on the tiny model, in this process: `GroupedCall`
+    hands the batch to `VLLMPredictor.answer_rounds`. Row "slow" asks for 48 tokens, the others for 2,
+    so the fast rows are scored (round two) before the slow row's caption is back; a request with bad
+    image bytes and one longer than the context are answered with their errors and never stall a row."""
+    import io
+
+    from PIL import Image
+
+    from editcaption.engines import SamplingSettings
+    from editcaption.engines.base import GroupedCall
+    from editcaption.engines.vllm_engine import VLLMPredictor
+    from editcaption.prompts.instruction import instruction_messages
+
+    def png(colour: str) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), colour).save(buf, format="PNG")
+        return buf.getvalue()
+
+    merged: list[str] = []
+    tokens = {"slow": 48, "fast1": 2, "fast2": 2, "broken": 2}
+
+    def ask(row: dict, tag: str, max_tokens: int) -> EngineRequest:
+        images = (
+            [b"not an image", png("blue")]
+            if row["name"] == "broken" and tag == "c1"
+            else [png("red"), png("blue")]
+        )
+        messages = instruction_messages()
+        if row["name"] == "broken" and tag == "c0":  # the user turn padded past max_model_len
+            system, user = messages
+            messages = [
+                system,
+                {**user, "content": [*user["content"], {"type": "text", "text": "word " * 600}]},
+            ]
+        return EngineRequest(
+            request_id=f"{row['name']}:{tag}",
+            images=images,
+            messages=messages,
+            sampling=SamplingSettings(max_tokens=max_tokens, temperature=0.0),
+        )
+
+    def caption_requests(row: dict) -> list[EngineRequest]:
+        return [ask(row, "c0", tokens[row["name"]]), ask(row, "c1", 2)]
+
+    def keep(row: dict, results: list[EngineResult]) -> dict:
+        merged.append(f"{row['name']}:caption")
+        return {**row, "errors": "|".join(r.error or "" for r in results), "n": results[0].num_output_tokens}
+
+    def score_requests(row: dict) -> list[EngineRequest]:
+        assert row["errors"] is not None  # round two sees round one's merge
+        return [ask(row, "s0", 2)]
+
+    def keep_score(row: dict, results: list[EngineResult]) -> dict:
+        merged.append(f"{row['name']}:score")
+        return {**row, "score": results[0].text}
+
+    config = VLLMEngineConfig(
+        model=str(tiny_model), device="cpu", dtype="float32", enforce_eager=True, async_engine=False,
+        max_model_len=512, max_num_seqs=8, max_pixels=64 * 64,
+    )  # fmt: skip
+    steps = [
+        GroupedStep(caption_requests, keep, "caption_s", requests_per_row=2),
+        GroupedStep(score_requests, keep_score, "score_s"),
+    ]
+    call = GroupedCall(VLLMPredictor, {"config": config}, steps)
+    try:
+        started = time.perf_counter()
+        out = call(pa.table({"name": ["slow", "fast1", "fast2", "broken"]})).to_pydict()
+        wall = time.perf_counter() - started
+    finally:
+        call.predictor.close()
+    assert out["name"] == ["slow", "fast1", "fast2", "broken"]  # rows come back in order
+    assert merged.index("fast1:score") < merged.index("slow:caption")
+    assert merged.index("fast2:score") < merged.index("slow:caption")
+    assert out["n"][0] == 48 and out["errors"][:3] == ["|", "|", "|"]
+    broken_long, broken_image = out["errors"][3].split("|")
+    assert broken_long.startswith("rejected by the engine") and "maximum context length" in broken_long
+    assert broken_image.startswith("bad request")
+    assert all(s is not None for s in out["score"])
+    charged = sum(out["caption_s"]) + sum(out["score_s"])
+    assert all(s > 0 for s in out["caption_s"][:3]) and 0 < charged <= wall

@@ -252,10 +252,46 @@ class GroupedStep:
     requests_per_row: int = 1
 
 
+class BusyClock:
+    """Engine-busy seconds shared fairly among the requests in flight.
+
+    While n requests are in the engine, each is charged 1/n of the elapsed time, so the charges of all
+    requests add up to the time the engine had work, however many overlapped: the grouped stages report
+    per-stage engine time from them, as they did when a stage owned the engine for a whole batch.
+    """
+
+    def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
+        self.now = now
+        self.in_flight = 0
+        self.busy_s = 0.0  # time with at least one request in flight
+        self._shared = 0.0  # seconds each request in flight has been charged so far (a virtual clock)
+        self._at = now()
+
+    def _advance(self) -> None:
+        now = self.now()
+        if self.in_flight:
+            self._shared += (now - self._at) / self.in_flight
+            self.busy_s += now - self._at
+        self._at = now
+
+    def enter(self) -> float:
+        self._advance()
+        self.in_flight += 1
+        return self._shared
+
+    def leave(self, entered: float) -> float:
+        """The request's charge since `enter` returned `entered`."""
+        self._advance()
+        self.in_flight -= 1
+        return self._shared - entered
+
+
 class GroupedCall:
     """Ray Data callable class behind `Engine.apply_steps`: per round, all requests of a batch go to
-    the predictor at once, so the engine batches across rows. Rows go out as a `schema.pair_table`, so
-    candidates and scores keep their record types in every block."""
+    the predictor at once, so the engine batches across rows; a predictor with `answer_rounds(rows,
+    steps)` (in-process vLLM) runs every row's rounds itself, each row's next round sent as soon as its
+    own requests are answered. Rows go out as a `schema.pair_table`, so candidates and scores keep
+    their record types in every block."""
 
     def __init__(self, predictor_cls: type, predictor_kwargs: dict[str, Any], steps: list[GroupedStep]):
         self.predictor = predictor_cls(**predictor_kwargs)
@@ -263,6 +299,8 @@ class GroupedCall:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()  # Arrow nulls stay None (numpy batches turn all-null columns into NaN)
+        if hasattr(self.predictor, "answer_rounds"):
+            return pair_table(self.predictor.answer_rounds(rows, self.steps))
         for step in self.steps:
             rows = self._round(rows, step)
         return pair_table(rows)

@@ -14,55 +14,20 @@ accepts only while VLLM_ENABLE_V1_MULTIPROCESSING=0 as the engine is built.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from editcaption.engines.base import result_row
+from editcaption.engines.base import BusyClock, result_row
 from editcaption.engines.vllm_engine import (
+    ENGINE_REJECTED,
     VLLMEngineConfig,
     _prompt,
     _sampling_params,
     _v1_multiprocessing_off,
-    split_reasoning,
+    completion_row,
 )
 
-ENGINE_REJECTED = "rejected by the engine"
-
-
-class BusyClock:
-    """Engine-busy seconds shared fairly among the requests in flight.
-
-    While n requests are in the engine, each is charged 1/n of the elapsed time, so the charges of all
-    requests add up to the time the engine had work, however many overlapped: the grouped stages report
-    per-stage engine time from them, as they did when a stage owned the engine for a whole batch.
-    """
-
-    def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
-        self.now = now
-        self.in_flight = 0
-        self.busy_s = 0.0  # time with at least one request in flight
-        self._shared = 0.0  # seconds each request in flight has been charged so far (a virtual clock)
-        self._at = now()
-
-    def _advance(self) -> None:
-        now = self.now()
-        if self.in_flight:
-            self._shared += (now - self._at) / self.in_flight
-            self.busy_s += now - self._at
-        self._at = now
-
-    def enter(self) -> float:
-        self._advance()
-        self.in_flight += 1
-        return self._shared
-
-    def leave(self, entered: float) -> float:
-        """The request's charge since `enter` returned `entered`."""
-        self._advance()
-        self.in_flight -= 1
-        return self._shared - entered
+__all__ = ["ENGINE_REJECTED", "AsyncVLLMPredictor"]
 
 
 class AsyncVLLMPredictor:
@@ -127,20 +92,4 @@ class AsyncVLLMPredictor:
             busy = self.clock.leave(entered)
         if final is None or not final.outputs:
             return result_row(row, None, error="engine failure: no output"), busy
-        completion = final.outputs[0]
-        logprobs = None
-        if completion.logprobs:
-            logprobs = [
-                float(step[token].logprob)
-                for step, token in zip(completion.logprobs, completion.token_ids, strict=False)
-            ]
-        reasoning, text = split_reasoning(cfg, completion.text)
-        answered = result_row(
-            row,
-            text,
-            logprobs,
-            len(completion.token_ids),
-            finish_reason=completion.finish_reason,
-            reasoning=reasoning,
-        )
-        return answered, busy
+        return completion_row(cfg, row, final.outputs[0]), busy
