@@ -117,7 +117,8 @@ def test_in_process_vllm_sends_each_rows_next_round_as_soon_as_its_own_requests_
     """The synchronous engine (`async_engine: false`) on the tiny model, in this process: `GroupedCall`
     hands the batch to `VLLMPredictor.answer_rounds`. Row "slow" asks for 48 tokens, the others for 2,
     so the fast rows are scored (round two) before the slow row's caption is back; a request with bad
-    image bytes and one longer than the context are answered with their errors and never stall a row."""
+    image bytes and one longer than the context are answered with their errors and never stall a row;
+    a merge that raises leaves the engine empty."""
     import io
 
     from PIL import Image
@@ -179,10 +180,20 @@ def test_in_process_vllm_sends_each_rows_next_round_as_soon_as_its_own_requests_
         GroupedStep(score_requests, keep_score, "score_s"),
     ]
     call = GroupedCall(VLLMPredictor, {"config": config}, steps)
+
+    def fails(row: dict, results: list[EngineResult]) -> dict:
+        raise RuntimeError("a merge that fails")
+
     try:
         started = time.perf_counter()
         out = call(pa.table({"name": ["slow", "fast1", "fast2", "broken"]})).to_pydict()
         wall = time.perf_counter() - started
+        # A merge that raises leaves nothing running in the engine for the next batch to trip over.
+        with pytest.raises(RuntimeError, match="a merge that fails"):
+            call.predictor.answer_rounds(
+                [{"name": "slow"}, {"name": "fast1"}], [GroupedStep(caption_requests, fails)]
+            )
+        assert not call.predictor.llm.llm_engine.has_unfinished_requests()
     finally:
         call.predictor.close()
     assert out["name"] == ["slow", "fast1", "fast2", "broken"]  # rows come back in order

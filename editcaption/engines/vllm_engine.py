@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
@@ -260,6 +261,7 @@ class VLLMPredictor:
         from vllm.sampling_params import RequestOutputKind
 
         cfg, engine, clock = self.config, self.llm.llm_engine, BusyClock()
+        call = uuid.uuid4().hex[:8]  # ids never meet a request left over from a call that failed
         rows = list(rows)
         rounds = [0] * len(rows)
         answers: list[list[dict[str, Any] | None] | None] = [None] * len(rows)  # None: round not sent
@@ -275,7 +277,7 @@ class VLLMPredictor:
                 )
             except Exception as e:
                 return result_row(request, None, error=f"bad request: {type(e).__name__}: {e}")
-            request_id = f"{i}:{rounds[i]}:{j}"
+            request_id = f"{call}:{i}:{rounds[i]}:{j}"
             try:
                 engine.add_request(
                     request_id, {"prompt": prompt, "multi_modal_data": {"image": images}}, params
@@ -298,20 +300,24 @@ class VLLMPredictor:
                 rows[i] = {**row, step.seconds_column: busy[i]} if step.seconds_column else row
                 rounds[i], answers[i], busy[i] = rounds[i] + 1, None, 0.0
 
-        for i in range(len(rows)):
-            advance(i)
-        while waiting:
-            for output in engine.step():
-                if not output.finished or output.request_id not in waiting:
-                    continue
-                i, j, entered, request = waiting.pop(output.request_id)
-                busy[i] += clock.leave(entered)
-                answers[i][j] = (  # type: ignore[index]
-                    completion_row(cfg, request, output.outputs[0])
-                    if output.outputs
-                    else result_row(request, None, error="engine failure: no output")
-                )
+        try:
+            for i in range(len(rows)):
                 advance(i)
+            while waiting:
+                for output in engine.step():
+                    if not output.finished or output.request_id not in waiting:
+                        continue
+                    i, j, entered, request = waiting.pop(output.request_id)
+                    busy[i] += clock.leave(entered)
+                    answers[i][j] = (  # type: ignore[index]
+                        completion_row(cfg, request, output.outputs[0])
+                        if output.outputs
+                        else result_row(request, None, error="engine failure: no output")
+                    )
+                    advance(i)
+        finally:
+            if waiting:  # a merge or the engine raised: the next call starts on an empty engine
+                engine.abort_request(list(waiting))
         return rows
 
 
