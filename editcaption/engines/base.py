@@ -164,7 +164,8 @@ class Engine(ABC):
 
     @abstractmethod
     def predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
-        """(callable class with `answer_many(request_rows)`, its constructor kwargs, Ray resources)."""
+        """(callable class with `answer_many(request_rows)`, and optionally `answer_rounds(rows, steps)`
+        for `GroupedCall`, its constructor kwargs, Ray resources)."""
 
     def async_predictor(self) -> tuple[type, dict[str, Any], dict[str, Any]] | None:
         """(class with `async answer_timed(request_row)`, its constructor kwargs, Ray resources) when the
