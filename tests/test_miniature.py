@@ -421,3 +421,22 @@ def test_world_kinds_weight_the_world_stages_instructions_and_described_scenes(t
     assert len(described) == 14 and all("triangle pointing" in d for d in described)
     with pytest.raises(ValueError, match="world_kinds"):
         RetrainConfig(world_kinds=["rotate", "spin"])
+
+
+def test_image_pixels_size_the_retrains_jobs_and_their_saved_processors(tmp_path):
+    """`RetrainConfig.image_pixels` is every job's pixel budget (min = max): the 128×128 renders as drawn
+    by default, upscaled to 256×256 (64 vision tokens instead of 16) when asked; the SFT job saves the
+    processor it trained with, so the model folder reads images at the same size."""
+    from PIL import Image
+
+    from editcaption.demo.retrain import RetrainConfig, _job
+    from editcaption.training.model import load_processor
+
+    model = "editcaption/data/miniature/world"
+    for pixels, side in ((128 * 128, 128), (256 * 256, 256)):
+        job = _job(RetrainConfig(image_pixels=pixels), tmp_path, "w", model, tmp_path / "d.parquet", 10, 5e-4)
+        assert job.min_pixels == job.max_pixels == pixels
+        grid = load_processor(job).image_processor(images=[Image.new("RGB", (128, 128))])["image_grid_thw"]
+        assert grid.tolist() == [[1, side // 16, side // 16]]
+    with pytest.raises(ValueError, match="image_pixels"):
+        RetrainConfig(image_pixels=16)

@@ -92,6 +92,14 @@ def demo_command(
             "weight it; every kind once by default).",
         ),
     ] = None,
+    image_pixels: Annotated[
+        int,
+        typer.Option(
+            min=32 * 32,
+            help="With --retrain: pixels every image is scaled to in training and in the saved "
+            "processors (16384: the 128x128 renders, 16 vision tokens; 65536: upscaled to 256x256, 64).",
+        ),
+    ] = 128 * 128,
     model: Annotated[
         list[str] | None,
         typer.Option(
@@ -115,6 +123,7 @@ def demo_command(
                 start_from=str(start_from) if start_from else None,
                 world_stream=world_stream,
                 world_kinds=world_kind or None,
+                image_pixels=image_pixels,
                 **({"models": model} if model else {}),
             )
             retraining.check_folders(config)

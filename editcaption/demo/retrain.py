@@ -160,6 +160,13 @@ class RetrainConfig(BaseModel):
         "round-robin: repeat a kind to weight it (e.g. rotations and raised arms three times each, the "
         "kinds the 6 Dec world model read worst). Null: every kind once.",
     )
+    image_pixels: int = Field(
+        128 * 128,
+        ge=32 * 32,
+        description="Pixels the processor scales every image to (its min and max pixels) in training and "
+        "in the saved model's processor. 128×128 is the renders as drawn: 16 vision tokens an image; "
+        "65,536 upscales them to 256×256, 64 tokens, so a small change spans several tokens.",
+    )
     world_stream: int = Field(
         201,
         ge=0,
@@ -193,8 +200,8 @@ def _job(
         prompt="from_data",
         finetune="full",
         freeze_vision=False,
-        min_pixels=128 * 128,
-        max_pixels=128 * 128,
+        min_pixels=cfg.image_pixels,
+        max_pixels=cfg.image_pixels,
         deepspeed="none",
         bf16=False,
         learning_rate=lr,
