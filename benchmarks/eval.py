@@ -284,6 +284,33 @@ def run_bare_async(model: str, pairs: Path) -> dict:
     return _bare_rates(len(bare.images), judged, started, loaded, done)
 
 
+def run_bare_in_actor(model: str, pairs: Path) -> dict:
+    """`run_bare` inside a Ray actor placed as the pipeline places its engine (one logical CPU, the
+    engine config's environment): Ray gives such an actor OMP_NUM_THREADS=1, so this is the bare engine
+    on the one thread the pipeline's engine gets, which tells its thread count apart from the pipeline."""
+    import ray
+
+    from editcaption.engines.vllm_engine import VLLMEngineConfig
+
+    env = VLLMEngineConfig(model=model, device="cpu").env_vars()
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    try:
+        bare = ray.remote(num_cpus=1, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", **env}})(_BareActor)
+        actor = bare.remote()
+        return ray.get(actor.run.remote(model, str(pairs)))
+    finally:
+        ray.shutdown()
+
+
+class _BareActor:
+    def run(self, model: str, pairs: str) -> dict:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import torch
+
+        return {**run_bare(model, Path(pairs)), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "torch_threads": torch.get_num_threads()}  # fmt: skip
+
+
 def run_bare_cold(model: str, pairs: Path, worker: str = "--bare-worker") -> dict:
     """The bare engine as a fresh process (`--bare-worker`, or `--bare-async-worker`), timed from
     launch to exit."""
@@ -313,6 +340,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="pipeline and bare runs, each")
     parser.add_argument("--bare-worker", metavar="PAIRS", help=argparse.SUPPRESS)
     parser.add_argument("--bare-async-worker", metavar="PAIRS", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-actor-worker", metavar="PAIRS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -321,6 +349,9 @@ def main() -> None:
         return
     if args.bare_async_worker:
         print(json.dumps(run_bare_async(args.model, Path(args.bare_async_worker))))
+        return
+    if args.bare_actor_worker:
+        print(json.dumps(run_bare_in_actor(args.model, Path(args.bare_actor_worker))))
         return
 
     load_before = os.getloadavg()
@@ -345,12 +376,22 @@ def main() -> None:
             bare = run_bare_cold(args.model, pairs)
             print(f"repeat {r}: bare vLLM async engine on the same pairs ...", flush=True)
             bare_async = run_bare_cold(args.model, pairs, "--bare-async-worker")
+            print(
+                f"repeat {r}: bare vLLM in a Ray actor holding one CPU, as the pipeline's engine ...",
+                flush=True,
+            )
+            bare_actor = run_bare_cold(args.model, pairs, "--bare-actor-worker")
+            del bare_actor["cpu_s"]  # the actor is Ray's process, not the script's child: not counted
             busy, work = "engine_busy_judged_pairs_per_s", "work_judged_pairs_per_s"
             ratios = {
                 "engine_busy_vs_bare_work_judged_pairs_per_s": ratio(pipeline[busy], bare[work]),
                 "in_process_engine_busy_vs_bare_work_judged_pairs_per_s": ratio(in_process[busy], bare[work]),
                 "engine_busy_vs_bare_async_work_judged_pairs_per_s": ratio(pipeline[busy], bare_async[work]),
                 "bare_async_vs_bare_work_judged_pairs_per_s": ratio(bare_async[work], bare[work]),
+                "engine_busy_vs_bare_in_actor_work_judged_pairs_per_s": ratio(
+                    pipeline[busy], bare_actor[work]
+                ),
+                "bare_in_actor_vs_bare_work_judged_pairs_per_s": ratio(bare_actor[work], bare[work]),
                 "pipeline_vs_bare_cold_judged_pairs_per_s": ratio(
                     pipeline["judged_pairs_per_s"], bare["cold_judged_pairs_per_s"]
                 ),
@@ -367,6 +408,7 @@ def main() -> None:
                     "pipeline_in_process": in_process,
                     "bare_vllm": bare,
                     "bare_vllm_async": bare_async,
+                    "bare_vllm_in_actor": bare_actor,
                     "ratios": ratios,
                     "load_average_1min": round(os.getloadavg()[0], 2),
                 }

@@ -293,3 +293,18 @@ def test_in_process_engine_turns_v1_multiprocessing_off_only_while_it_is_built(m
     with _v1_multiprocessing_off():
         assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == before
+
+
+def test_cpu_engine_threads_are_the_cores_less_one_unless_set(monkeypatch):
+    """Ray gives an actor that reserves one CPU OMP_NUM_THREADS=1 whatever the machine; the engine's
+    environment overrides it with the machine's cores less one (vLLM's own CPU executor leaves one core
+    to its front end), at least one, or with `cpu_threads`. GPU engines leave it alone."""
+    from editcaption.engines import VLLMEngineConfig
+
+    for cores, threads in ((16, "15"), (2, "1"), (1, "1")):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert VLLMEngineConfig(model="m", device="cpu").env_vars()["OMP_NUM_THREADS"] == threads
+    assert VLLMEngineConfig(model="m", device="cpu", cpu_threads=4).env_vars()["OMP_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in VLLMEngineConfig(model="m", device="gpu").env_vars()
+    with pytest.raises(ValueError, match="cpu_threads"):
+        VLLMEngineConfig(model="m", device="cpu", cpu_threads=0)
