@@ -22,6 +22,7 @@ from editcaption.images import ImagePolicy
 from editcaption.io import detect_format, read_pairs, validate_pairs
 from editcaption.io.pairs import TASK_CPUS
 from editcaption.paths import InputPath
+from editcaption.ray_setup import local_task_concurrency
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -126,5 +127,9 @@ def read_benchmark(bench: BenchmarkConfig, policy: ImagePolicy, limit: int | Non
             num_cpus=TASK_CPUS,
         )
     return validate_pairs(pairs, policy).map_batches(
-        _tag, fn_kwargs={"name": bench.name}, batch_format="pyarrow", num_cpus=TASK_CPUS
+        _tag,
+        fn_kwargs={"name": bench.name},
+        batch_format="pyarrow",
+        num_cpus=TASK_CPUS,
+        concurrency=local_task_concurrency(),
     )

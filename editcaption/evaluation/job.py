@@ -206,10 +206,13 @@ def build_pipeline(config: EvalConfig) -> Any:
     """
     from editcaption.engines import make_engine
     from editcaption.engines.base import GroupedStep
+    from editcaption.ray_setup import local_task_concurrency
 
     benches = [read_benchmark(b, config.images, config.limit) for b in config.benchmarks]
     ds = benches[0].union(*benches[1:]) if len(benches) > 1 else benches[0]
-    ds = ds.map_batches(_start, batch_format="pyarrow", num_cpus=TASK_CPUS)
+    ds = ds.map_batches(
+        _start, batch_format="pyarrow", num_cpus=TASK_CPUS, concurrency=local_task_concurrency()
+    )
     stages = [
         (
             cap.engine,
