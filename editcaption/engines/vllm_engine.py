@@ -124,7 +124,7 @@ class VLLMEngineConfig(EngineConfigBase):
         if self.device == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
             env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_threads_bind
-            env["OMP_NUM_THREADS"] = str(self.cpu_threads or max(1, len(os.sched_getaffinity(0)) - 1))
+            env["OMP_NUM_THREADS"] = str(self.cpu_threads or max(1, _usable_cores() - 1))
         return env
 
     def processor_config(self) -> Any:
@@ -145,6 +145,11 @@ class VLLMEngineConfig(EngineConfigBase):
             concurrency=self.replicas,
             should_continue_on_error=True,
         )
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS has one, e.g. Linux; else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 _IN = "_request__"
