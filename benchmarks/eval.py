@@ -304,7 +304,6 @@ def run_bare_in_actor(model: str, pairs: Path) -> dict:
 
 class _BareActor:
     def run(self, model: str, pairs: str) -> dict:
-        sys.path.insert(0, str(Path(__file__).parent))
         import torch
 
         return {**run_bare(model, Path(pairs)), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
