@@ -30,6 +30,9 @@ BACKGROUND = (235, 235, 235)
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220), "yellow": (235, 190, 20)}
 SHAPES = ("circle", "square", "triangle")
 RADII = {"small": 10, "big": 15}  # a shape spans 1–2 patches of 16 px: smaller ones were not learned
+# A triangle is drawn bigger: at the radii above a fresh vision tower never learned which way one points,
+# at these it did within 300 steps (benchmarks/miniature_vision_sizes.py, docs/miniature.md).
+TRIANGLE_RADII = {"small": 18, "big": 26}
 HEADINGS = ("up", "right", "down", "left")  # a triangle's apex, clockwise order
 EDIT_KINDS = (
     "move",
@@ -58,6 +61,23 @@ _GAP = 4
 
 
 @dataclasses.dataclass(frozen=True)
+class Arms:
+    """How the figure's arms are drawn: hands `reach` px beside the body, `raised_y` or `down_y` px from
+    the figure's centre, lines `width` px wide."""
+
+    reach: int
+    raised_y: int
+    down_y: int
+    width: int
+
+
+# Thick and long enough that a raised arm changes more than a patch's corner: with the arms first drawn,
+# Arms(9, -17, 3, 2), a fresh vision tower never learned which side was raised; with these it did within
+# 200 steps (benchmarks/miniature_vision_sizes.py).
+ARMS = Arms(reach=12, raised_y=-24, down_y=4, width=4)
+
+
+@dataclasses.dataclass(frozen=True)
 class Thing:
     """A coloured shape; `heading` is where a triangle's apex points."""
 
@@ -74,7 +94,7 @@ class Thing:
 
     @property
     def radius(self) -> int:
-        return RADII[self.size]
+        return (TRIANGLE_RADII if self.shape == "triangle" else RADII)[self.size]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +171,7 @@ def render(scene: Scene) -> Image.Image:
             draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
         else:
             draw.polygon(_triangle(cx, cy, r, thing.heading), fill=fill)
-    _draw_figure(draw, scene.figure, at, z)
+    draw_figure(draw, scene.figure, at, z)
     return image
 
 
@@ -162,8 +182,9 @@ def _triangle(cx: float, cy: float, r: float, heading: str) -> list[tuple[float,
     return [(cx + ax * r, cy + ay * r)] + [(cx - ax * r + bx * r, cy - ay * r + by * r) for bx, by in base]
 
 
-def _draw_figure(draw: ImageDraw.ImageDraw, fig: Figure, at, z: float) -> None:
-    """Head (skin with eyes facing the viewer, hair facing away), body, legs, and two arms."""
+def draw_figure(draw: ImageDraw.ImageDraw, fig: Figure, at, z: float, arms: Arms = ARMS) -> None:
+    """Head (skin with eyes facing the viewer, hair facing away), body, legs, and two arms; `at` maps
+    scene to image coordinates, `z` is the camera's zoom."""
     w = max(1, round(2 * z))
     x, y = fig.x, fig.y
     for sign in (-1, 1):
@@ -171,8 +192,8 @@ def _draw_figure(draw: ImageDraw.ImageDraw, fig: Figure, at, z: float) -> None:
     draw.line([at(x, y - 8), at(x, y + 6)], fill=_INK, width=w + 1)
     for side in ("left", "right"):
         sign = fig.arm_sign(side)
-        hand = (x + 9 * sign, y - 17) if side in fig.raised else (x + 9 * sign, y + 3)
-        draw.line([at(x, y - 5), at(*hand)], fill=_INK, width=w)
+        hand = (x + arms.reach * sign, y + (arms.raised_y if side in fig.raised else arms.down_y))
+        draw.line([at(x, y - 5), at(*hand)], fill=_INK, width=max(1, round(arms.width * z)))
     hx, hy = at(x, y - 13)
     r = 5 * z
     draw.ellipse([hx - r, hy - r, hx + r, hy + r], fill=_SKIN if fig.facing == "viewer" else _HAIR)
@@ -184,7 +205,8 @@ def _draw_figure(draw: ImageDraw.ImageDraw, fig: Figure, at, z: float) -> None:
 
 def figure_box(fig: Figure) -> tuple[int, int, int, int]:
     """Scene-space box (x0, y0, x1, y1) the figure may occupy, raised arms included."""
-    return fig.x - 10, fig.y - 19, fig.x + 10, fig.y + 18
+    half = ARMS.width // 2 + 1
+    return fig.x - ARMS.reach - half, fig.y + ARMS.raised_y - half, fig.x + ARMS.reach + half, fig.y + 18
 
 
 def thing_box(thing: Thing) -> tuple[int, int, int, int]:
@@ -220,7 +242,7 @@ def _random_thing(rng: random.Random, scene: Scene, taken: set[str]) -> Thing | 
     shape, colour = rng.choice(names)
     size = rng.choice(tuple(RADII))
     heading = rng.choice(HEADINGS) if shape == "triangle" else "up"
-    r = RADII[size]
+    r = Thing(shape, colour, size, 0, 0).radius
     for _ in range(40):
         thing = Thing(
             shape, colour, size, rng.randint(r + 3, SIZE - r - 4), rng.randint(r + 3, SIZE - r - 4), heading
@@ -234,7 +256,9 @@ def random_scene(rng: random.Random, n_things: int) -> Scene:
     """A figure and `n_things` shapes with distinct names (colour + shape), none overlapping."""
     while True:
         figure = Figure(
-            rng.randint(14, SIZE - 15), rng.randint(22, SIZE - 21), rng.choice(("viewer", "away"))
+            rng.randint(ARMS.reach + 5, SIZE - ARMS.reach - 6),
+            rng.randint(5 - ARMS.raised_y, SIZE - 21),
+            rng.choice(("viewer", "away")),
         )
         scene = Scene(figure, ())
         for _ in range(n_things):
