@@ -358,3 +358,23 @@ def test_best_score_takes_the_highest_overall_then_semantic_consistency() -> Non
     assert best_score(rows)["candidate_id"] == "b"
     assert best_score(rows[:1] + rows[2:])["candidate_id"] == "a"
     assert best_score([rows[2]]) is None and best_score([]) is None
+
+
+def test_equal_scores_go_to_the_instruction_more_candidates_wrote() -> None:
+    """A scorer that cannot see a rotation's sense scores both readings alike: the one the annotator
+    sampled more often wins the tie, not the first in file order. A higher score still beats votes."""
+    from editcaption.prompts.scoring import best_score, instruction_votes
+
+    candidates = [
+        {"candidate_id": "a", "instruction": "Rotate the triangle clockwise."},
+        {"candidate_id": "b", "instruction": "rotate the  triangle counter-clockwise"},
+        {"candidate_id": "c", "instruction": "Rotate the triangle counter-clockwise."},
+        {"candidate_id": "d", "instruction": None},
+    ]
+    votes = instruction_votes(candidates)
+    assert votes == {"a": 1, "b": 2, "c": 2, "d": 0}
+    tied = [{"candidate_id": cid, "overall": 10.0, "semantic_consistency": 10.0} for cid in "abc"]
+    assert best_score(tied)["candidate_id"] == "a"
+    assert best_score(tied, votes)["candidate_id"] in {"b", "c"}
+    ahead = [{**tied[0], "overall": 10.0}, *({**t, "overall": 8.5} for t in tied[1:])]
+    assert best_score(ahead, votes)["candidate_id"] == "a"

@@ -180,11 +180,12 @@ def test_the_demo_keeps_at_least_half_of_the_world_pairs(demo):
 
 @pytest.mark.slow
 def test_the_demo_keeps_mostly_correct_instructions(demo):
-    # Issue #20's 0.8. With the models retrained on the re-rendered world (7 Dec; the filter at overall 9
-    # chosen on dev, candidates that contradict each other filtered) ten runs here measured 0.83, 0.86,
-    # 0.89, 0.84, 0.91, 0.92, 0.93, 0.88, 0.87, 0.91 (mean 0.88; Ray's batches vary the sampled candidates
-    # from run to run, as a CPU's float order would), keeping 0.64-0.72 of the world pairs. The misses
-    # are rotations and raised arms the scorer cannot yet check (#17). Every run passed 0.8 by 2-7 pairs.
+    # Issue #20's 0.8. Models retrained on the re-rendered world (7 Dec), the filter at overall 9 chosen
+    # on dev, four candidates per pair and pairs whose candidates contradict each other filtered: six runs
+    # here measured 0.90, 0.94, 0.92, 0.92, 0.92, 0.96, keeping 0.60-0.64 of the world pairs (Ray's
+    # batches vary the sampled candidates from run to run, as a CPU's float order would). With two
+    # candidates: 0.83-0.93 here and 0.78 on CI's machine, which is why there are four. The misses left
+    # are rotations, raised arms and misread colours or shapes the scorer shares (#17).
     assert demo["ground_truth"]["kept_correct_share"] >= MIN_CORRECT_SHARE, demo["ground_truth"]
 
 

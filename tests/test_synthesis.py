@@ -158,6 +158,22 @@ def test_decide_filters_pairs_whose_candidates_contradict_each_other(texts, limi
         assert "candidates_disagree" in json.loads(out["review_reasons"])
 
 
+def test_decide_breaks_a_score_tie_for_the_instruction_most_candidates_wrote():
+    """Three candidates score alike; two of them say counter-clockwise: that one is the pair's best
+    (kept, with the other two not best), where file order would have kept the lone clockwise."""
+    row = _scored_row([9.0, 9.0, 9.0], 9.0)
+    texts = [
+        "Rotate the knob clockwise.",
+        "Rotate the knob counter-clockwise.",
+        "rotate the knob counter-clockwise",
+    ]
+    for candidate, text in zip(row["candidates"], texts, strict=True):
+        candidate["instruction"] = text
+    out = decide(row, FilterConfig(), RoutingConfig())
+    assert out["status"] == "kept" and out["best_candidate_id"] == "p1:1"
+    assert [c["outcome"] for c in out["candidates"]] == ["not_best", "kept", "not_best"]
+
+
 def test_check_flags_send_flip_inconsistent_pairs_to_review_first():
     row = decide(_scored_row([7.5]), FilterConfig(), RoutingConfig())
     row = {**row, "best_instruction": "Move the man to the left.", "flip_verdict": "inconsistent"}

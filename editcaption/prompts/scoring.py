@@ -16,6 +16,7 @@ edited image to the source's width and height with Pillow's default filter).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -87,19 +88,36 @@ def edited_for_scoring(source: bytes, edited: bytes) -> bytes:
     return encode_png(out.resize(src.size))
 
 
-def score_rank(score: dict[str, Any] | None) -> tuple[bool, float, float]:
+def score_rank(score: dict[str, Any] | None, votes: int = 0) -> tuple[bool, float, float, int]:
     """Sort key of a candidate's score row, higher is better: scored before unscored (no row, or no
-    parsed reply), then overall, ties broken by semantic consistency."""
+    parsed reply), then overall, ties broken by semantic consistency, then by `votes` (how many of the
+    pair's candidates wrote the same instruction, `instruction_votes`)."""
     if score is None or score.get("overall") is None:
-        return (False, 0.0, 0.0)
-    return (True, score["overall"], score["semantic_consistency"] or 0.0)
+        return (False, 0.0, 0.0, votes)
+    return (True, score["overall"], score["semantic_consistency"] or 0.0, votes)
 
 
-def best_score(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The best candidate's score row by `score_rank`; None when no candidate's replies parsed. The one
-    rule synthesis's filter, Serve's `instruction` and review import's candidate order all use."""
+def instruction_votes(candidates: list[dict[str, Any]]) -> dict[str, int]:
+    """candidate_id → how many of the candidates wrote the same instruction (case, spacing and the final
+    full stop ignored). A scorer that cannot tell two readings apart scores them alike; the reading the
+    annotator sampled more often is then the likelier one (self-consistency), where the first in file
+    order is a coin toss."""
+    texts = {c["candidate_id"]: _normalized(c.get("instruction")) for c in candidates}
+    counts = Counter(t for t in texts.values() if t)
+    return {cid: counts[t] if t else 0 for cid, t in texts.items()}
+
+
+def _normalized(instruction: str | None) -> str:
+    return " ".join((instruction or "").lower().split()).rstrip(".")
+
+
+def best_score(scores: list[dict[str, Any]], votes: dict[str, int] | None = None) -> dict[str, Any] | None:
+    """The best candidate's score row by `score_rank` (with `votes` from `instruction_votes` when given);
+    None when no candidate's replies parsed. The one rule synthesis's filter, Serve's `instruction` and
+    review import's candidate order all use."""
+    votes = votes or {}
     scored = [s for s in scores if s.get("overall") is not None]
-    return max(scored, key=score_rank, default=None)
+    return max(scored, key=lambda s: score_rank(s, votes.get(s["candidate_id"], 0)), default=None)
 
 
 def _parsed(row: dict[str, Any]) -> list[dict[str, Any]]:

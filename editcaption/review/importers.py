@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from editcaption.prompts.scoring import score_rank
+from editcaption.prompts.scoring import instruction_votes, score_rank
 from editcaption.review.seed import judge_item_key
 from editcaption.review.store import NewItem, Store
 from editcaption.review.tasks import TASK_KINDS
@@ -138,7 +138,12 @@ def _scored_candidates(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Parsed candidates with their scores, best first by synthesis's rule (`score_rank`), unscored last."""
     scores = {s["candidate_id"]: s for s in row["scores"] or []}
     parsed = [c for c in row["candidates"] or [] if c["instruction"]]
-    ranked = sorted(parsed, key=lambda c: score_rank(scores.get(c["candidate_id"])), reverse=True)
+    votes = instruction_votes(parsed)
+    ranked = sorted(
+        parsed,
+        key=lambda c: score_rank(scores.get(c["candidate_id"]), votes[c["candidate_id"]]),
+        reverse=True,
+    )
     out = []
     for c in ranked:
         s = scores.get(c["candidate_id"], {})

@@ -35,7 +35,7 @@ from editcaption.engines.base import EngineRequest, EngineResult, SamplingSettin
 from editcaption.engines.vllm_engine import VLLMEngine
 from editcaption.images import ImagePolicy, ImageRejected, check_pair, decode_image
 from editcaption.prompts.instruction import PROMPT_VERSION, caption_expand, make_candidate
-from editcaption.prompts.scoring import best_score, score_expand, score_merge
+from editcaption.prompts.scoring import best_score, instruction_votes, score_expand, score_merge
 from editcaption.proxies import client_address, parse_networks
 from editcaption.redaction import redact_text
 from editcaption.serving.config import EngineDeploymentConfig, ServeConfig
@@ -270,7 +270,8 @@ def _add_style(request: EngineRequest, options: InstructionOptions) -> None:
 def _best(candidates: list[dict[str, Any]], scores: dict[str, dict[str, Any]]) -> str | None:
     """The best-scored parsed candidate's instruction (`best_score`), else the first parsed one."""
     parsed = [c for c in candidates if c["parsed"]]
-    best = best_score([scores[c["candidate_id"]] for c in parsed if c["candidate_id"] in scores])
+    scored = [scores[c["candidate_id"]] for c in parsed if c["candidate_id"] in scores]
+    best = best_score(scored, instruction_votes(parsed))
     if best is not None:
         return next(c["instruction"] for c in parsed if c["candidate_id"] == best["candidate_id"])
     return parsed[0]["instruction"] if parsed else None

@@ -20,7 +20,7 @@ import pyarrow as pa
 from editcaption.engines import EngineResult
 from editcaption.engines.families import warn_if_reasoning_is_cut
 from editcaption.prompts.instruction import caption_expand, make_candidate
-from editcaption.prompts.scoring import best_score, score_expand, score_merge
+from editcaption.prompts.scoring import best_score, instruction_votes, score_expand, score_merge
 from editcaption.schema import pair_table
 from editcaption.synthesis.config import ChecksConfig, FilterConfig, SynthesisConfig
 from editcaption.synthesis.route import RoutingConfig, review_priority, wording_disagreement
@@ -55,7 +55,7 @@ def decide(row: dict[str, Any], filt: FilterConfig, routing: RoutingConfig) -> d
         return out
     candidates = {c["candidate_id"]: c for c in row["candidates"]}
     scores = row["scores"]
-    best = best_score(scores)
+    best = best_score(scores, instruction_votes(row["candidates"]))
     if best is None:
         reason = "no parsed candidate" if not scores else "no candidate's EditScore replies parsed"
         out.update(status="filtered", filter_reason=reason)
