@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from editcaption.demo.records import (
     preference_records,
     scorer_contrast_conversations,
     scorer_conversations,
+    seen_facts,
     semantic_reply,
 )
 from editcaption.demo.world import WorldConfig, generate, mirrored
@@ -56,6 +58,8 @@ def test_tokenizer_covers_the_world_and_round_trips(tokenizer):
                 assert tokenizer.unk_token_id not in ids, text
                 assert tokenizer.decode(ids) == text
                 assert len(ids) <= 16
+            reply = semantic_reply(p.instruction, None, None, facts=seen_facts(p))  # the longest reasoning
+            assert tokenizer.unk_token_id not in tokenizer(reply)["input_ids"], reply
 
 
 def test_fixed_prompts_are_short_and_exact(tokenizer):
@@ -195,7 +199,7 @@ def test_scorer_conversations_teach_verdicts_and_scores_by_severity():
             kind, severity = "unrelated", "critical"
         assert reply == (SEVERITY_SCORES[severity], 25)
         seen_edit = pair.instruction if kind is None else marked_edit(pair.instruction, candidate)
-        assert json.loads(text)["reasoning"] == f"{seen_edit} {VERDICTS[kind]}"
+        assert json.loads(text)["reasoning"] == f"{seen_facts(pair)}{seen_edit} {VERDICTS[kind]}"
         seen.add(kind)
     assert {None, "unrelated", "direction_flipped", "colour_replaced"} <= seen
     assert (
@@ -221,14 +225,45 @@ def test_marked_edit_names_the_one_word_a_candidate_changed():
     assert marked_edit(edit, "Move the blue circle to the viewer's right.") == edit  # two words
 
 
+def test_seen_facts_are_what_the_images_show_and_decide_the_relation():
+    """A rotation's two headings give its sense (clockwise is the next heading in HEADINGS); a raised arm
+    is seen on the figure's own side when it faces away and on the other side when it faces the viewer.
+    The mirror image reverses both facts, as it reverses the instruction. Other kinds say nothing."""
+    from editcaption.demo.world import HEADINGS
+
+    pairs = list(generate(400, WorldConfig(seed=8)))
+    said = {"rotate": 0, "raise_arm": 0}
+    for pair in pairs + [mirrored(p) for p in pairs]:
+        facts = seen_facts(pair)
+        if pair.kind == "rotate":
+            before, after = re.fullmatch(
+                r"The .+ turns from pointing (\w+) to pointing (\w+):", facts
+            ).groups()
+            step = (HEADINGS.index(after) - HEADINGS.index(before)) % 4
+            assert pair.instruction.endswith(" clockwise.") == (step == 1)
+        elif pair.kind == "raise_arm":
+            facing, seen = re.fullmatch(
+                r"The figure is facing (the viewer|away) with the arm on the viewer's (left|right) raised in the target image:",
+                facts,
+            ).groups()
+            own = seen if facing == "away" else {"left": "right", "right": "left"}[seen]
+            assert pair.instruction == f"Make the figure raise its own {own} arm."
+        else:
+            assert facts == ""
+            continue
+        said[pair.kind] += 1
+    assert min(said.values()) > 20
+
+
 def test_contrast_rows_ask_the_same_text_of_a_pair_and_its_mirror():
     """Rows only the images decide: a reversed direction is wrong for the pair and right for its
-    mirror image, with the edit the images show said first; a reversed zoom is wrong for both."""
+    mirror image, with the edit the images show said first; a reversed zoom is wrong for both. Each
+    text of a flip is asked right as often as wrong, so its words carry no answer."""
     pairs = list(generate(400, WorldConfig(seed=6)))
     rows = scorer_contrast_conversations(pairs, seed=2, regular_share=0.25)
     assert len(rows) == len(pairs)
     by_id = {p.pair_id: p for p in pairs} | {mirrored(p).pair_id: mirrored(p) for p in pairs}
-    outcomes = set()
+    outcomes, flips = set(), {True: 0, False: 0}  # rotations: right / wrong
     for r in rows:
         if len(r["images"]) == 1:
             continue
@@ -236,7 +271,9 @@ def test_contrast_rows_ask_the_same_text_of_a_pair_and_its_mirror():
         user = r["messages"][1]["content"][2]["text"]
         candidate = user.split("<instruction>")[1].split("</instruction>")[0]
         reply = json.loads(r["messages"][-1]["content"][0]["text"])
-        assert reply["reasoning"].startswith(marked_edit(shown.instruction, candidate) + " ")
+        assert reply["reasoning"].startswith(
+            seen_facts(shown) + marked_edit(shown.instruction, candidate) + " "
+        )
         if candidate == shown.instruction:
             assert reply["score"] == [SEVERITY_SCORES[None], 25], r["pair_id"]
             outcomes.add(("right", shown.pair_id.endswith("-mirrored")))
@@ -248,10 +285,36 @@ def test_contrast_rows_ask_the_same_text_of_a_pair_and_its_mirror():
             assert reply["score"] == [SEVERITY_SCORES[variant.severity], 25], r["pair_id"]
             if shown.pair_id.endswith("-mirrored"):
                 outcomes.add(("wrong", variant.kind))
-    # the mirror makes a flipped text right; a reversed zoom stays wrong in the mirror
-    assert {("right", True), ("right", False), ("wrong", "zoom_reversed")} <= outcomes
+        if shown.kind == "rotate":
+            flips[reply["score"][0] == SEVERITY_SCORES[None]] += 1
+    # the mirror makes a flipped text right and the canonical one wrong; a reversed zoom stays wrong
+    assert {
+        ("right", True),
+        ("right", False),
+        ("wrong", "zoom_reversed"),
+        ("wrong", "direction_flipped"),
+    } <= outcomes
     mirrored_rows = [r for r in rows if r["pair_id"].endswith("-mirrored")]
-    assert 0.1 < len(mirrored_rows) / len(rows) < 0.4, len(mirrored_rows)
+    assert 0.2 < len(mirrored_rows) / len(rows) < 0.5, len(mirrored_rows)
+    assert abs(flips[True] - flips[False]) < 0.3 * sum(flips.values()), flips
+
+
+def test_scorer_stage_rows_weight_the_stage_kinds_and_ask_them_as_contrast_rows():
+    """Half the rows are fresh pairs of the stage's kinds, asked as contrast rows (only the images decide,
+    each text of a flip right as often as wrong); the other half is the usual mix of every kind."""
+    from editcaption.demo.retrain import RetrainConfig, ScorerStage, scorer_stage_rows
+
+    stage = ScorerStage(steps=25, kinds=["rotate", "raise_arm"])
+    cfg = RetrainConfig(batch_size=16, scorer_stages=[stage, stage.model_copy(update={"steps": 5})])
+    rows = scorer_stage_rows(cfg, 0)
+    assert len(rows) == 25 * 16 and len(scorer_stage_rows(cfg, 1)) == 5 * 16
+    focus = [r for r in rows if r["pair_id"].startswith("focus")]
+    assert len(focus) == 200 and {r["pair_id"].split("-")[2] for r in focus} == {"rotate", "raise_arm"}
+    verdicts = [json.loads(r["messages"][-1]["content"][0]["text"])["score"][0] for r in focus]
+    assert set(verdicts) == {SEVERITY_SCORES[None], SEVERITY_SCORES["critical"]}  # contrast rows only
+    assert abs(verdicts.count(SEVERITY_SCORES[None]) - len(focus) / 2) < 0.15 * len(focus)
+    assert any(r["pair_id"].startswith("mixed") and "-swap" in r["pair_id"] for r in rows)
+    assert [r["pair_id"] for r in scorer_stage_rows(cfg, 1)] != [r["pair_id"] for r in rows[:80]]
 
 
 def test_report_table_and_plot(tmp_path):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from editcaption.demo.retrain import CurriculumStage, RetrainConfig, retrain
+from editcaption.demo.retrain import CurriculumStage, RetrainConfig, ScorerStage, retrain
 from editcaption.demo.world_models import WorldModelConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.miniature_extra]  # `make test-miniature`: beyond CI's budget
@@ -29,6 +29,7 @@ def _toy(tmp_path, **update) -> RetrainConfig:
         max_steps=2,
         batch_size=4,
         scorer_steps=1,
+        scorer_stages=[ScorerStage(steps=1, kinds=["rotate", "raise_arm"])],
         model=WorldModelConfig(text_layers=1, vision_depth=1),
     ).model_copy(update=update)
 
@@ -36,7 +37,7 @@ def _toy(tmp_path, **update) -> RetrainConfig:
 def test_retrain_runs_every_stage_and_writes_the_three_models(tmp_path, monkeypatch):
     cfg = _toy(tmp_path)
     cards = retrain(cfg)
-    for stage in ("stage0", "stage1", "world0", "world1", "annotator", "scorer"):
+    for stage in ("stage0", "stage1", "world0", "world1", "annotator", "scorer", "scorer-stage0"):
         assert (tmp_path / "work" / stage / "config.json").is_file(), stage
     for name in ("world", "annotator", "scorer"):
         folder = tmp_path / "models" / name
@@ -50,6 +51,11 @@ def test_retrain_runs_every_stage_and_writes_the_three_models(tmp_path, monkeypa
     seconds = [c["train_seconds"] for c in world["curve"]]
     assert 0 < seconds[0] < seconds[1] == world["train_seconds"] < cards["annotator"]["train_seconds"]
     assert world["test_measured"]["n"] == cards["annotator"]["test_measured"]["n"] == 10
+    # The scorer's stage continues its first run, and each is measured on dev: the scorer's curve.
+    stage_job = json.loads((tmp_path / "work" / "scorer-stage0" / "training_summary.json").read_text())
+    assert stage_job["config"]["model"] == str(tmp_path / "work" / "scorer")
+    assert [c["step"] for c in cards["scorer"]["dev_curve"]] == [1, 2]
+    assert "critical" in cards["scorer"]["dev_curve"][-1]["dev_canonical_above"]
     measured = cards["scorer"]["test_measured"]
     assert measured["ranking"]["n_pairs"] == 10 and "critical" in measured["ranking"]["canonical_above"]
     assert set(measured["filter_on_annotator_drafts"]["by_error_type"]) == {

@@ -84,7 +84,7 @@ def score_candidates(
     ]
     targets = {p.pair_id: p for p in pairs}
     pq = [(perceptual_quality_messages(score_range), [images(p)[1]]) for p in targets.values()]
-    replies = answer(model_dir, sc + pq, max_new_tokens=32)
+    replies = answer(model_dir, sc + pq, max_new_tokens=64)  # a reply with `records.seen_facts` runs to 51
     perceptual = dict(zip(targets, replies[len(sc) :], strict=True))
     return [
         aggregate_editscore(p.pair_id, "0", str(model_dir), [s], [perceptual[p.pair_id]], score_range)

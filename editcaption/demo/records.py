@@ -82,17 +82,47 @@ def marked_edit(edit: str, candidate: str) -> str:
     return " ".join(ours)
 
 
+def seen_facts(pair: WorldPair) -> str:
+    """What the scorer reads off the images before it names the edit, for the two kinds whose answer is a
+    relation between facts: a rotation's sense from the triangle's two headings, a raised arm's own side
+    from the figure's facing and the side the arm is seen on. The world models read each fact (headings
+    named right on 100 of 104 scenes) but not the relation within one step (rotations ranked at chance,
+    docs/miniature.md); written out first, the relation is a lookup between tokens of the reply. Ends in
+    a colon the edit follows without a space: the world models' word-level tokenizer has no capitalised
+    verb after a space. Empty for the other kinds."""
+    source, target = pair.source_scene(), pair.target_scene()
+    if pair.kind == "rotate":
+        before, after = next(
+            (a, b) for a, b in zip(source.things, target.things, strict=True) if a.heading != b.heading
+        )
+        return f"The {before.name} turns from pointing {before.heading} to pointing {after.heading}:"
+    if pair.kind == "raise_arm":
+        fig = target.figure
+        (own,) = fig.raised - source.figure.raised
+        seen = {"left": "right", "right": "left"}[own] if fig.facing == "viewer" else own
+        facing = "the viewer" if fig.facing == "viewer" else "away"
+        return (
+            f"The figure is facing {facing} with the arm on the viewer's {seen} raised in the target image:"
+        )
+    return ""
+
+
 def semantic_reply(
-    edit: str | None, variant_kind: str | None, severity: str | None, candidate: str | None = None
+    edit: str | None,
+    variant_kind: str | None,
+    severity: str | None,
+    candidate: str | None = None,
+    facts: str = "",
 ) -> str:
     """The scorer's EditScore reply, given the edit the images show (`edit`, the canonical instruction;
-    None: the verdict alone), for a `candidate` that is the canonical instruction (None, None), a
-    labelled variant of that kind and severity, or another pair's instruction (`unrelated`)."""
+    None: the verdict alone) and what it reads off them first (`seen_facts`), for a `candidate` that is
+    the canonical instruction (None, None), a labelled variant of that kind and severity, or another
+    pair's instruction (`unrelated`)."""
     if edit is None:
         reasoning = VERDICTS[variant_kind]
     else:
         seen = marked_edit(edit, candidate) if candidate else edit
-        reasoning = f"{seen} {VERDICTS[variant_kind]}"
+        reasoning = f"{facts}{seen} {VERDICTS[variant_kind]}"
     return json.dumps({"reasoning": reasoning, "score": [SEVERITY_SCORES[severity], 25]})
 
 
@@ -186,15 +216,17 @@ def scorer_conversations(
         if draw < perceptual_share:
             prompt, images, reply = perceptual_quality_messages(), [target], PERCEPTUAL_REPLY
         else:
+            facts = seen_facts(pair)
             if draw < perceptual_share + canonical_share or not pair.variants:
-                candidate, reply = pair.instruction, semantic_reply(pair.instruction, None, None)
+                candidate = pair.instruction
+                reply = semantic_reply(pair.instruction, None, None, facts=facts)
             elif draw < perceptual_share + canonical_share + unrelated_share:
                 candidate = _unrelated(pair, pairs, rng)
-                reply = semantic_reply(pair.instruction, "unrelated", UNRELATED_SEVERITY, candidate)
+                reply = semantic_reply(pair.instruction, "unrelated", UNRELATED_SEVERITY, candidate, facts)
             else:
                 variant = rng.choice(pair.variants)
                 candidate = variant.text
-                reply = semantic_reply(pair.instruction, variant.kind, variant.severity, candidate)
+                reply = semantic_reply(pair.instruction, variant.kind, variant.severity, candidate, facts)
             prompt, images = semantic_consistency_messages(candidate), [source, target]
         rows.append(_scorer_row(pair.pair_id, images, prompt, reply))
     return rows
@@ -214,11 +246,13 @@ def scorer_contrast_conversations(
     pairs: list[WorldPair], seed: int = 0, regular_share: float = 0.25
 ) -> list[dict]:
     """EditScore rows in which only the images tell right from wrong: for a pair with a critical variant
-    (a reversed direction or zoom), a third each of the canonical instruction (right), the variant
-    (critical) and the variant asked of the pair's mirror image, where a left/right flip is the mirror's
-    own instruction (right) and any other variant stays wrong. Trained from mixed rows alone, the scorer
-    judged the words and passed reversed directions (canonical ranked above critical variants on 0.19
-    of pairs); the same text right for one image and wrong for its mirror cannot be judged from words.
+    (a reversed direction or zoom), a quarter each of the canonical instruction and the variant, asked of
+    the pair and of its mirror image, where a left/right flip is the mirror's own instruction (right) and
+    the canonical one its reversal (wrong); a reversed zoom stays wrong and the canonical zoom right.
+    Trained from mixed rows alone, the scorer judged the words and passed reversed directions (canonical
+    ranked above critical variants on 0.19 of pairs). Asked two times in three with its direction right,
+    it copied the candidate's direction into the edit it says it sees, even below headings it had read
+    right (rotations ranked 0.00); asked half the time, the candidate's words say nothing of the answer.
     `regular_share` of the rows (and every pair without a critical variant) are `scorer_conversations`
     rows, so the other verdicts are not forgotten."""
     rng = random.Random(seed)
@@ -229,22 +263,18 @@ def scorer_contrast_conversations(
     rows = scorer_conversations(regular, seed=seed) if regular else []
     for pair in contrast:
         variant = rng.choice([v for v in pair.variants if v.severity == "critical"])
-        draw = rng.random()
-        if draw < 1 / 3:
-            shown, candidate = pair, pair.instruction
-            reply = semantic_reply(pair.instruction, None, None)
-        elif draw < 2 / 3:
-            shown, candidate = pair, variant.text
-            reply = semantic_reply(pair.instruction, variant.kind, variant.severity, candidate)
-        else:
-            shown, candidate = mirrored(pair), variant.text
-            wrong = candidate != shown.instruction
-            reply = semantic_reply(
-                shown.instruction,
-                variant.kind if wrong else None,
-                variant.severity if wrong else None,
-                candidate,
-            )
+        draw = rng.randrange(4)
+        shown = mirrored(pair) if draw >= 2 else pair
+        candidate = variant.text if draw % 2 else pair.instruction
+        # In the mirror the canonical text of a flip is the mirror's own flipped variant.
+        wrong = next((v for v in shown.variants if v.text == candidate), None)
+        reply = semantic_reply(
+            shown.instruction,
+            wrong.kind if wrong else None,
+            wrong.severity if wrong else None,
+            candidate,
+            seen_facts(shown),
+        )
         rows.append(
             _scorer_row(shown.pair_id, list(png_pair(shown)), semantic_consistency_messages(candidate), reply)
         )
