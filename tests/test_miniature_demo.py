@@ -27,21 +27,22 @@ STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "min
 # Metrics: 'exact' or an error type (share of the 200 test pairs), 'pref:<type>' (share of that type's
 # labelled variants found at least as likely as the canonical instruction). Every claim whose interval
 # excludes zero in the favourable direction, with the study's five seeds in the comment (7 Dec, this
-# machine, the models retrained on the re-rendered world; the Stage-1 filter at overall 9, chosen on dev).
-# Threshold: half the worst seed, rounded down, since a CPU's float order alone moved a seed by a few
-# pairs before.
+# machine, the models retrained on the re-rendered world and the scorer retrained to read rotations and
+# raised arms; the Stage-1 filter at overall 9, chosen on dev). Threshold: half the worst seed, rounded
+# down, since a CPU's float order alone moved a seed by a few pairs before.
 CLAIMS: dict[str, tuple[str, str, str, float]] = {
-    # 0.115, 0.120, 0.125, 0.110, 0.120: the filter and the refined pairs drop the annotator's viewpoint
+    # 0.125, 0.125, 0.120, 0.120, 0.120: the filter and the refined pairs drop the annotator's viewpoint
     # mistakes from SFT's data.
     "viewpoint errors: annotator - sft": ("annotator", "sft", "viewpoint", 0.05),
-    # 0.085 on every seed: at overall 9 the filter drops every attribute error too.
-    "attribute errors: annotator - sft": ("annotator", "sft", "attribute", 0.04),
-    # 0.185, 0.165, 0.180, 0.195, 0.220: SFT on the filtered and refined data beats its annotator.
-    "exact match: sft - annotator": ("sft", "annotator", "exact", 0.08),
+    # 0.085, 0.080, 0.075, 0.080, 0.085: at overall 9 the filter drops every attribute error too.
+    "attribute errors: annotator - sft": ("annotator", "sft", "attribute", 0.03),
+    # 0.175, 0.185, 0.185, 0.180, 0.155: SFT on the filtered and refined data beats its annotator.
+    "exact match: sft - annotator": ("sft", "annotator", "exact", 0.07),
 }
-# Not asserted, their intervals span zero (same study): orientation errors annotator - SFT +0.043
-# [-0.005, +0.095] (every seed +0.035 to +0.060), SFT - HAE-DPO +0.009 [-0.011, +0.035], HAE-DPO - DPO
-# -0.001 [-0.012, +0.009]; exact match HAE-DPO - SFT +0.006 [-0.024, +0.042] (docs/miniature.md).
+# Not asserted, their intervals span zero (same study): orientation errors annotator - SFT +0.044
+# [-0.004, +0.095] (every seed +0.035 to +0.050, though SFT's data now holds no orientation error),
+# SFT - HAE-DPO -0.004 [-0.016, +0.008], HAE-DPO - DPO +0.000 on every seed; exact match HAE-DPO - SFT
+# -0.008 [-0.026, +0.011] (docs/miniature.md).
 
 
 def metric(models: dict, name: str, key: str) -> float:
@@ -140,19 +141,20 @@ def test_the_demo_run_meets_every_claim_of_the_study(report: dict) -> None:
 
 
 # Stage 1 with the committed annotator and scorer on the fixed pool (only the CPU differs between
-# runs). Measured in the study's Stage 1 (7 Dec, models retrained on the re-rendered world; filter at
-# overall 9): precision 0.594 -> 0.859 -> 0.933; the filter kept 0.980 of 304 correct drafts and removed
-# viewpoint errors 1.000 (58), attribute errors 1.000 (47), orientation errors 0.569 (58); the scorer
-# ranked the canonical instruction above minor variants 1.000, major 0.968, critical 0.683 (issue #17's
-# targets for critical drafts, 0.9 ranked and 0.7 removed, are not met: docs/miniature.md). Each
-# threshold leaves room for a few pairs that a CPU's float order moves.
-STAGE1_PRECISION_GAIN = 0.04  # measured +0.265 (filter) and +0.074 (routing and refinement)
+# runs). Measured (7 Dec, the scorer retrained to read rotations and raised arms; filter at overall 9):
+# precision 0.594 -> 0.932 -> 0.960; the filter kept 0.997 of 304 correct drafts and removed viewpoint
+# errors 1.000 (58), attribute errors 1.000 (47), orientation errors 0.983 (58) and critical ones 0.786
+# (103); the scorer ranked the canonical instruction above minor variants 1.000, major 0.949, critical
+# 0.992. The critical ones are issue #17's targets (0.7 removed, 0.9 ranked). Each threshold leaves room
+# for several pairs that a CPU's float order moves.
+STAGE1_PRECISION_GAINS = (0.2, 0.01)  # measured +0.339 (filter), +0.028 (routing and refinement)
 MIN_VIEWPOINT_REMOVED = 0.85  # measured 1.000
 MIN_ATTRIBUTE_REMOVED = 0.85  # measured 1.000 (0.44 at overall 6 on dev)
-MIN_ORIENTATION_REMOVED = 0.45  # measured 0.569 (0.686 with the 6 Dec scorer on the first renders)
-MIN_CORRECT_KEPT = 0.9  # measured 0.980 (issue #17's target 0.8)
+MIN_ORIENTATION_REMOVED = 0.85  # measured 0.983 (0.569 before the scorer's 7 Dec retrain)
+MIN_CRITICAL_REMOVED = 0.7  # measured 0.786 (0.524 before), issue #17's target
+MIN_CORRECT_KEPT = 0.9  # measured 0.997 (issue #17's target 0.8)
 MIN_MINOR_RANKED = 0.9  # measured 1.000
-MIN_CRITICAL_RANKED = 0.6  # measured 0.683 (0.750 with the 6 Dec scorer on the first renders)
+MIN_CRITICAL_RANKED = 0.9  # measured 0.992 (0.683 before), issue #17's target
 
 
 @pytest.mark.slow
@@ -165,17 +167,19 @@ def test_stage1_counts_reconcile(stage1: tuple[Stage1, dict]) -> None:
 def test_each_stage1_step_raises_the_precision_of_the_sft_data(stage1: tuple[Stage1, dict]) -> None:
     steps = [v["precision"] for v in stage1[0].value.values()]
     assert list(stage1[0].value) == ["annotator drafts", "+ filter", "+ routing and refinement"]
-    assert all(b >= a + STAGE1_PRECISION_GAIN for a, b in zip(steps, steps[1:], strict=False)), steps
+    gains = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    assert all(g >= least for g, least in zip(gains, STAGE1_PRECISION_GAINS, strict=True)), steps
 
 
 @pytest.mark.slow
-def test_the_filter_removes_viewpoint_attribute_and_orientation_errors_and_keeps_correct_drafts(
+def test_the_filter_removes_viewpoint_attribute_orientation_and_critical_errors_and_keeps_correct_drafts(
     stage1: tuple[Stage1, dict],
 ) -> None:
     f = stage1[0].filter
     assert f["by_error_type"]["viewpoint"]["removed"] >= MIN_VIEWPOINT_REMOVED, f
     assert f["by_error_type"]["attribute"]["removed"] >= MIN_ATTRIBUTE_REMOVED, f
     assert f["by_error_type"]["orientation"]["removed"] >= MIN_ORIENTATION_REMOVED, f
+    assert f["by_severity"]["critical"]["removed"] >= MIN_CRITICAL_REMOVED, f
     assert f["correct_kept"] >= MIN_CORRECT_KEPT, f
 
 
