@@ -445,37 +445,28 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
             cfg, work, "scorer", world, data, cfg.scorer_steps, cfg.scorer_learning_rate, 20, decay=True
         )
         result = _train(job)
-        seconds, curve = _seconds(result), []
+        seconds, step, trained = _seconds(result), cfg.scorer_steps, [(cfg.scorer_steps, job.output)]
         for i, stage in enumerate(cfg.scorer_stages):
-            ranked = _measured_once(
-                job.output, "dev_ranking.json", lambda m=job.output: _critical_ranking(m, dev)
-            )
-            curve.append({"step": cfg.scorer_steps + sum(s.steps for s in cfg.scorer_stages[:i]), **ranked})
             data = write_conversations(scorer_stage_rows(cfg, i), work / f"scorer-stage{i}.parquet")
-            job = _job(
-                cfg,
-                work,
-                f"scorer-stage{i}",
-                job.output,
-                data,
-                stage.steps,
-                cfg.scorer_learning_rate,
-                20,
-                True,
-            )
+            lr = cfg.scorer_learning_rate
+            job = _job(cfg, work, f"scorer-stage{i}", job.output, data, stage.steps, lr, 20, decay=True)
             result = _train(job)
-            seconds += _seconds(result)
-        if cfg.scorer_stages:
-            ranked = _measured_once(
-                job.output, "dev_ranking.json", lambda m=job.output: _critical_ranking(m, dev)
-            )
-            curve.append({"step": cfg.scorer_steps + sum(s.steps for s in cfg.scorer_stages), **ranked})
+            seconds, step = seconds + _seconds(result), step + stage.steps
+            trained.append((step, job.output))
+        curve = [
+            {
+                "step": at,
+                **_measured_once(folder, "dev_ranking.json", lambda f=folder: _critical_ranking(f, dev)),
+            }
+            for at, folder in trained
+        ]
         scorer = store_bf16(job.output, out / "scorer")
         cards["scorer"] = write_card(
             scorer,
             {
                 "what": "miniature EditScore scorer (the world model trained on the EditScore prompts, "
-                "half of them rows that only the images decide)",
+                "half of them rows that only the images decide, the facts a relation needs written first; "
+                "then `scorer_stages`)",
                 "seed": cfg.seed,
                 "stages": [stage.model_dump() for stage in cfg.scorer_stages],
                 "dev_curve": curve,
