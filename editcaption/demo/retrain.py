@@ -456,7 +456,7 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         curve = [
             {
                 "step": at,
-                **_measured_once(folder, "dev_ranking.json", lambda f=folder: _critical_ranking(f, dev)),
+                **_measured_once(folder, "dev_ranking.json", lambda f=folder: _dev_ranking(f, dev)),
             }
             for at, folder in trained
         ]
@@ -484,6 +484,8 @@ def scorer_stage_rows(cfg: RetrainConfig, index: int) -> list[dict]:
     stage = cfg.scorer_stages[index]
     n = stage.steps * cfg.batch_size
     n_focus = round(n * stage.focus_share)
+    # World streams 11 and 13 (+10 a stage) and row seeds 1 and 2 (+3 a stage): no other model's streams
+    # (the first scorer run draws 7, the annotator 401, the world 101-105 and 201 on), and not the splits'.
     base = cfg.seed + 10 * index
     focus = list(generate(n_focus, WorldConfig(seed=base + 11, kinds=stage.kinds), prefix="focus"))
     mixed = list(generate(n - n_focus, WorldConfig(seed=base + 13), prefix="mixed"))
@@ -494,8 +496,8 @@ def scorer_stage_rows(cfg: RetrainConfig, index: int) -> list[dict]:
     return rows
 
 
-def _critical_ranking(scorer: str | Path, pairs: list) -> dict[str, Any]:
-    """The scorer's canonical-above-variant shares on `pairs` (the dev curve of the scorer's stages)."""
+def _dev_ranking(scorer: str | Path, pairs: list) -> dict[str, Any]:
+    """The scorer's canonical-above-variant shares by severity on `pairs` (the card's dev curve)."""
     return {"dev_canonical_above": scorer_ranking(str(scorer), pairs)["canonical_above"]}
 
 
