@@ -24,9 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from editcaption.demo.pipeline import DemoConfig, evaluate, post_train, run_stage1, scorer_ranking
+from editcaption.demo.pipeline import (
+    DemoConfig,
+    evaluate,
+    post_train,
+    run_stage1,
+    scorer_ranking,
+    trained_folders,
+)
 from editcaption.demo.retrain import COMMITTED
-from editcaption.demo.world import split_pairs
+from editcaption.demo.world import EDIT_KINDS, WorldPair, split_pairs
 from editcaption.evaluation.metrics import seed_pair_bootstrap
 from editcaption.schema import ERROR_TYPES
 
@@ -77,6 +84,19 @@ def interval(num: np.ndarray, den: np.ndarray | None = None) -> dict[str, float 
         return {"mean": None, "low": None, "high": None}
     mean, low, high = seed_pair_bootstrap(num, den)
     return {"mean": round(mean, 4), "low": round(low, 4), "high": round(high, 4)}
+
+
+def orientation_by_kind(runs: dict[str, list[dict]], pairs: list[WorldPair]) -> dict[str, dict[str, float]]:
+    """Per model, the share of each edit kind's pairs told with a reversed direction (mean over seeds):
+    which orientation errors are the annotator's injected ones and which are misreadings."""
+    kinds = np.array([p.kind for p in pairs])
+    out = {}
+    for name, per_seed in runs.items():
+        flags = np.stack([cells(r, "orientation")[0] for r in per_seed])
+        out[name] = {
+            k: round(float(flags[:, kinds == k].mean()), 4) for k in EDIT_KINDS if (kinds == k).any()
+        }
+    return out
 
 
 def summarize_study(runs: dict[str, list[dict]]) -> dict:
@@ -136,6 +156,16 @@ def markdown(study: dict) -> str:
             f"| {label} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {seeds} | "
             f"{'yes' if d['excludes_zero'] else 'no'} |"
         )
+    by_kind = study["orientation_by_kind"]
+    shown = [k for k in next(iter(by_kind.values())) if any(by_kind[m][k] for m in models)]
+    lines += [
+        "",
+        "Orientation errors by edit kind (share of that kind's pairs, mean over seeds):",
+        "",
+        "| edit kind | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    lines += [f"| {k} | " + " | ".join(f"{by_kind[m][k]:.3f}" for m in models) + " |" for k in shown]
     value = study["stage1_value"]
     lines += [
         "",
@@ -180,20 +210,35 @@ def main() -> None:
     )
     ap.add_argument("--out", default="benchmarks/results/miniature/study.json")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="DemoConfig overrides.")
+    ap.add_argument(
+        "--reuse-models",
+        action="store_true",
+        help="Evaluate the models an earlier run of this study left in --work (seed-N/models) instead of "
+        "training them again, e.g. on more pairs. Same seeds, settings and committed models as that run: "
+        "only the evaluation is new (recorded in study.json's config).",
+    )
     args = ap.parse_args()
     if len(args.seeds) < 2:
         ap.error("--seeds: a study needs at least two seeds")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     work = Path(args.work).resolve()
-    if earlier := sorted(work.glob("seed-*")):
+    if (earlier := sorted(work.glob("seed-*"))) and not args.reuse_models:
         # Each seed's training runs refuse an existing run folder, after Stage 1 has already run.
         ap.error(
-            f"--work {work} holds an earlier study's runs ({earlier[0].name}, ...): remove it or pass another"
+            f"--work {work} holds an earlier study's runs ({earlier[0].name}, ...): remove it, pass another "
+            "or evaluate its models again with --reuse-models"
         )
     given = {"annotator": args.annotator, "scorer": args.scorer, "split": args.split, "heldout": args.pairs}
     if clash := set(overrides) & {*given, "out", "seed"}:
         ap.error(f"--set {', '.join(sorted(clash))}: use the command's own options")
     cfg = DemoConfig(out=str(work / "stage1"), **given, **overrides)
+    seeded = {
+        seed: cfg.model_copy(update={"seed": seed, "out": str(work / f"seed-{seed}")}) for seed in args.seeds
+    }
+    if args.reuse_models:
+        missing = [f for c in seeded.values() for f in trained_folders(c).values() if not Path(f).is_dir()]
+        if missing:
+            ap.error(f"--reuse-models: no trained model at {missing[0]} ({len(missing)} missing)")
     t0 = time.monotonic()
     stage1 = run_stage1(cfg)
     pairs = split_pairs(args.split, args.pairs)
@@ -203,8 +248,7 @@ def main() -> None:
     tables, seconds = {}, {"stage1_and_annotator": round(time.monotonic() - t0, 1)}
     for seed in args.seeds:
         t = time.monotonic()
-        seeded = cfg.model_copy(update={"seed": seed, "out": str(work / f"seed-{seed}")})
-        models, _ = post_train(seeded, stage1)
+        models = trained_folders(seeded[seed]) if args.reuse_models else post_train(seeded[seed], stage1)[0]
         table = evaluate(models, pairs, cfg.scorer)
         runs["annotator"].append(annotator["per_pair"])
         for name in TRAINED:
@@ -220,6 +264,7 @@ def main() -> None:
             "seeds": args.seeds,
             "split": args.split,
             "pairs": args.pairs,
+            "reused_models": args.reuse_models,
             "demo": cfg.model_dump(exclude={"out"}),
         },
         "machine": {
@@ -233,6 +278,7 @@ def main() -> None:
         "annotator": {k: v for k, v in annotator.items() if k not in ("per_pair", "examples")},
         "per_seed": tables,
         **summarize_study(runs),
+        "orientation_by_kind": orientation_by_kind(runs, pairs),
         "per_pair_grades": {
             name: ["".join(GRADE_LETTERS[g] for g in r["grade"]) for r in per_seed]
             for name, per_seed in runs.items()

@@ -448,12 +448,54 @@ def test_the_study_refuses_a_work_folder_with_an_earlier_studys_runs(tmp_path):
     assert not (tmp_path / "stage1").exists()
 
 
-def test_the_studys_per_pair_grade_letters_tell_every_grade_apart():
-    """study.json keeps a letter per pair and grade: orientation and other once shared their first letter."""
+def test_the_study_reuses_models_only_where_an_earlier_run_left_every_one(tmp_path):
+    """`--reuse-models` evaluates an earlier run's models again; with one missing it stops before Stage 1
+    and names the folder, rather than evaluating a mix of fresh and missing models."""
+    (tmp_path / "seed-0" / "models" / "sft").mkdir(parents=True)
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "miniature.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--work", str(tmp_path), "--seeds", "0", "1", "--reuse-models"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    missing = tmp_path / "seed-0" / "models" / "sft-hae-dpo"
+    assert (
+        done.returncode == 2 and f"--reuse-models: no trained model at {missing} (5 missing)" in done.stderr
+    )
+    assert not (tmp_path / "stage1").exists()
+
+
+def _study_module():
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "miniature.py"
     spec = importlib.util.spec_from_file_location("miniature_study", path)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+def test_the_study_splits_orientation_errors_by_edit_kind():
+    """Per model and kind, the share of that kind's pairs told reversed, averaged over seeds: what tells
+    the annotator's injected flips (pans) from misreadings (rotations, raised arms)."""
+    from editcaption.demo.world import split_pairs
+
+    pairs = split_pairs("test", 20)  # kinds round-robin: two of each
+    pans = [i for i, p in enumerate(pairs) if p.kind == "camera_pan"]
+    rotations = [i for i, p in enumerate(pairs) if p.kind == "rotate"]
+
+    def run(reversed_at: list[int]) -> dict:
+        return {"grade": ["orientation" if i in reversed_at else "exact" for i in range(len(pairs))]}
+
+    runs = {"annotator": [run(pans), run(pans)], "sft": [run(rotations[:1]), run([])]}
+    by_kind = _study_module().orientation_by_kind(runs, pairs)
+    assert by_kind["annotator"]["camera_pan"] == 1.0 and by_kind["annotator"]["rotate"] == 0.0
+    assert by_kind["sft"]["rotate"] == 0.25 and by_kind["sft"]["camera_pan"] == 0.0
+    assert set(by_kind["sft"]) == {p.kind for p in pairs}
+
+
+def test_the_studys_per_pair_grade_letters_tell_every_grade_apart():
+    """study.json keeps a letter per pair and grade: orientation and other once shared their first letter."""
+    study = _study_module()
     assert set(study.GRADE_LETTERS) == {"exact", *ERROR_TYPES}
     assert len(set(study.GRADE_LETTERS.values())) == len(study.GRADE_LETTERS)
 

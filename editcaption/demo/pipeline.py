@@ -363,6 +363,12 @@ def run_stage1(cfg: DemoConfig) -> Stage1:
     )
 
 
+def trained_folders(cfg: DemoConfig) -> dict[str, str]:
+    """Where `post_train` writes each model it trains: {model name: folder}."""
+    names = ["sft", "sft+hae-dpo", "sft+dpo"] if cfg.plain_dpo else ["sft", "sft+hae-dpo"]
+    return {name: str(Path(cfg.out).resolve() / "models" / name.replace("+", "-")) for name in names}
+
+
 def post_train(cfg: DemoConfig, stage1: Stage1) -> tuple[dict[str, str], dict[str, float]]:
     """SFT on the Stage-1 records, then HAE-DPO (and plain DPO) on the refined pairs' labelled wrong
     variants plus rule-written hard negatives; returns ({model name: folder}, seconds per stage)."""
@@ -370,6 +376,7 @@ def post_train(cfg: DemoConfig, stage1: Stage1) -> tuple[dict[str, str], dict[st
     from editcaption.training.sft import SFTJobConfig, run_sft
 
     out = Path(cfg.out)
+    folders = trained_folders(cfg)
     sft_data = write_records(stage1.records, SFTRecord, out / "data" / "sft.parquet")
     pref_data = write_records(
         preference_records(stage1.refined), PreferencePair, out / "data" / "preferences.parquet"
@@ -377,7 +384,9 @@ def post_train(cfg: DemoConfig, stage1: Stage1) -> tuple[dict[str, str], dict[st
     timings = {}
     t = time.monotonic()
     sft = SFTJobConfig(
-        **_train_common(cfg, "sft", cfg.annotator, sft_data, cfg.sft_steps, cfg.sft_learning_rate),
+        **_train_common(
+            cfg, Path(folders["sft"]).name, cfg.annotator, sft_data, cfg.sft_steps, cfg.sft_learning_rate
+        ),
         augment_mirrored=True,
     )
     run_sft(sft)
@@ -388,7 +397,7 @@ def post_train(cfg: DemoConfig, stage1: Stage1) -> tuple[dict[str, str], dict[st
         name = "sft+hae-dpo" if objective == "hae" else "sft+dpo"
         dpo = DPOJobConfig(
             **_train_common(
-                cfg, name.replace("+", "-"), sft.output, pref_data, cfg.dpo_steps, cfg.dpo_learning_rate
+                cfg, Path(folders[name]).name, sft.output, pref_data, cfg.dpo_steps, cfg.dpo_learning_rate
             ),
             objective=objective,
             beta=cfg.beta,
