@@ -13,6 +13,7 @@ pairs and on the demo's 200.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -80,7 +81,19 @@ def study() -> dict:
 
 
 DEMO_PAIRS = DemoConfig.model_fields["heldout"].default
-GRADE_OF_LETTER = {"e": "exact", "o": "orientation", "v": "viewpoint", "a": "attribute", "x": "other"}
+
+
+def _grade_of_letter() -> dict[str, str]:
+    """The inverse of the study script's per-pair grade letters (one table, in benchmarks/miniature.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "miniature_study", STUDY.parents[3] / "benchmarks" / "miniature.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {letter: grade for grade, letter in module.GRADE_LETTERS.items()}
+
+
+GRADE_OF_LETTER = _grade_of_letter()
 
 
 def graded_table(letters: str) -> dict:
