@@ -330,6 +330,9 @@ def test_synthesis_job_on_s3_survives_losing_the_engine_node_and_equals_the_loca
     assert light and {t["node_id"] for t in light} - gpu_nodes, "light stages ran on the head too"
 
 
+# `make test-extra`: CI's budget. Resuming from shards is CI-tested on one machine
+# (test_synthesis.py::test_killed_run_resumes_with_every_pair_exactly_once), shards on S3 by the node-loss test above.
+@pytest.mark.ci_extra
 @pytest.mark.timeout(1800)
 def test_synthesis_job_killed_and_resubmitted_resumes_from_its_shards_on_s3(
     cluster: LocalCluster, s3: S3Server, local_synthesis: Path, scorer_url: str, tmp_path: Path
