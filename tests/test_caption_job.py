@@ -30,7 +30,11 @@ def test_light_stages_run_one_task_per_core_only_on_a_ray_we_started(monkeypatch
     assert local_task_concurrency() == os.cpu_count()
 
 
+# `make test-extra`: CI's budget. Its steps (read, validate and quarantine, caption requests on vLLM
+# actors beside CPU tasks, candidates to Parquet) run in CI inside the synthesis job
+# (test_synthesis.py::test_synthesis_end_to_end_on_vllm_with_bad_pairs).
 @pytest.mark.slow
+@pytest.mark.ci_extra
 @pytest.mark.timeout(600)
 def test_caption_job_on_sample_pairs_with_a_bad_pair(
     tmp_path: Path, tiny_model: Path, sample_pairs_dir: Path

@@ -4,7 +4,7 @@ Ray worker, and a model that is neither a folder nor a hub id is refused with it
 The command tests stop at the boundary where a job would start: the stage function (`run_sft`,
 `run_dpo`, `evaluate`, Serve's `run_config`) is replaced by a recorder of the config it was handed, so
 they check exactly what would be shipped without starting Ray. The real jobs run on relative
-`--set model=` paths in `test_quickstart.py::test_the_whole_loop`.
+`--set model=` paths in `test_quickstart.py::test_the_whole_loop` (`make test-extra`).
 """
 
 from __future__ import annotations

@@ -189,7 +189,13 @@ def test_the_demo_keeps_mostly_correct_instructions(demo):
     assert demo["ground_truth"]["kept_correct_share"] >= MIN_CORRECT_SHARE, demo["ground_truth"]
 
 
+# `make test-extra`: 10-15 min on CI's machines, beyond its budget (it timed out there at 900 s). CI runs
+# each stage for real elsewhere (test_train_ray.py: SFT and HAE-DPO under ZeRO-3 on two workers, then
+# vLLM; test_eval_job.py; test_serve_miniature.py: serve_configs/miniature.yaml) and checks what each
+# command ships for a relative `--set model=` (test_paths.py).
 @pytest.mark.slow
+@pytest.mark.ci_extra
+@pytest.mark.timeout(1800)
 def test_the_whole_loop_runs_on_the_demo_output(demo, tmp_path):
     """review import → SFT → DPO → eval → serve, each the command the demo printed, with relative model
     paths given through --set from the repo root (what issue #20 found broken in Ray Train workers)."""

@@ -376,6 +376,9 @@ def eval_config(uri: str, output: str, on_cluster: bool) -> dict:
     }
 
 
+# `make test-extra`: CI's budget. The eval job runs in CI on one machine (test_eval_job.py), a job on the
+# cluster reading and writing S3 in the synthesis node-loss test above.
+@pytest.mark.ci_extra
 @pytest.mark.timeout(1800)
 def test_eval_job_reads_and_writes_s3_and_equals_the_local_run(
     cluster: LocalCluster, s3: S3Server, pairs_dir: Path, tmp_path: Path
@@ -436,6 +439,9 @@ def sft_config(tmp: Path, name: str, **changes: Any) -> dict:
     }
 
 
+# `make test-extra`: CI's budget. Resuming a Ray Train run from its last checkpoint is CI-tested on one
+# machine (test_train_ray.py::test_killed_run_resumes_from_its_last_checkpoint).
+@pytest.mark.ci_extra
 @pytest.mark.timeout(1800)
 def test_sft_job_on_s3_restarts_after_losing_its_node_and_resumes_with_resume(
     cluster: LocalCluster, s3: S3Server, tmp_path: Path
@@ -513,6 +519,9 @@ def registered(fs: Any, run: str) -> list[int]:
     return sorted({int(part[:7]) for part in text.split("checkpoint-")[1:] if part[:7].isdigit()})
 
 
+# `make test-extra`: CI's budget (6-7 min: two vLLM replicas start on a loaded machine). CI serves the same
+# captioner app on one machine (test_serve.py) and checks node autoscaling (test_ray_autoscaling.py).
+@pytest.mark.ci_extra
 @pytest.mark.timeout(1800)
 def test_serve_autoscales_from_one_to_two_replicas_and_back(cluster: LocalCluster, tmp_path: Path) -> None:
     """`serve deploy` through the dashboard: the captioner engine deployment (min 1, max 2 replicas,
