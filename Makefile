@@ -19,10 +19,10 @@ demo: setup  ## Stage 1 synthesis with the committed miniature models, graded ag
 miniature: setup  ## the whole paper in the miniature world with the committed models (<= 15 min)
 	.venv/bin/editcaption demo --out runs/miniature
 
-# Two xdist workers, one test module each at a time (module fixtures such as the Ray cluster stay whole):
-# in a serial run one of the two cores idled about 40% of the time (imports, process start-ups).
+# Serial: on 7 Dec's slow 2-core machine the same tests took 32:23 serially and 38:41 on two xdist workers
+# (each worker's Ray, vLLM and DeepSpeed processes slowed the other's 2-4x; `-n 2 --dist loadfile` won on faster machines).
 test: setup  ## the whole test suite (what CI runs), without the opt-in cluster, production and miniature scenarios
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -ra --durations=25 -m "not production_extra and not miniature_extra and not ci_extra"
+	$(PY) -m pytest -q -ra --durations=25 -m "not production_extra and not miniature_extra and not ci_extra"
 
 test-extra: setup  ## the tests CI leaves out for time whose path another CI test covers (marker ci_extra)
 	$(PY) -m pytest -q -ra --durations=0 -m ci_extra

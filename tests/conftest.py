@@ -77,8 +77,8 @@ def sample_pairs_dir() -> Path:
 
 
 # The slowest modules first (seconds under `make test` on 2 cores, 7 Dec, with the ci_extra tests out:
-# about 480, 420, 380, 310, 290, 265, 260), so that under `make test` (two xdist workers, one module per
-# worker at a time) none of them starts last and leaves the other worker idle at the end.
+# about 480, 420, 380, 310, 290, 265, 260), so that with `-n 2 --dist loadfile` (one module per worker at a
+# time; `make test` itself runs serially) none of them starts last and leaves the other worker idle.
 SLOWEST_FIRST = [
     "test_train_ray.py",
     "test_synthesis.py",
